@@ -1,0 +1,55 @@
+"""flyte-connector-service: a lean, standalone Flyte connector daemon and its connector SDK.
+
+Connector authors need only this module's names (and ``sensors.BaseSensor`` for sensors).
+"""
+
+from connector_service._literals import Directory, File, LiteralConversionError
+from connector_service.config import Settings
+from connector_service.connector import (
+    AsyncConnectorBase,
+    ConnectorBase,
+    Phase,
+    Resource,
+    ResourceMeta,
+    SyncConnectorBase,
+    TaskCategory,
+    convert_to_flyte_phase,
+    is_terminal_phase,
+    read_custom,
+    read_inputs,
+)
+from connector_service.errors import InvalidRequestError, NotFoundError
+from connector_service.registry import ConnectorNotFoundError, ConnectorRegistry, RegistryError
+from connector_service.secrets import SecretNotFoundError, get_secret
+from connector_service.server import ConnectorService
+from connector_service.testing import ConnectorTestHarness
+
+__all__ = [
+    # The connector SDK
+    "AsyncConnectorBase",
+    "ConnectorBase",
+    "Directory",
+    "File",
+    "Phase",
+    "Resource",
+    "ResourceMeta",
+    "SyncConnectorBase",
+    "TaskCategory",
+    "convert_to_flyte_phase",
+    "get_secret",
+    "is_terminal_phase",
+    "read_custom",
+    "read_inputs",
+    # Errors a connector may raise or meet
+    "ConnectorNotFoundError",
+    "InvalidRequestError",
+    "LiteralConversionError",
+    "NotFoundError",
+    "RegistryError",
+    "SecretNotFoundError",
+    # Running and testing
+    "ConnectorRegistry",
+    "ConnectorService",
+    "ConnectorTestHarness",
+    "Settings",
+]

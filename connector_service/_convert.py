@@ -1,0 +1,72 @@
+"""From what a connector returns to what propeller reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from flyteidl.admin import agent_pb2
+from flyteidl.core import execution_pb2, literals_pb2, types_pb2
+from google.protobuf import json_format, struct_pb2
+
+from connector_service._literals import LiteralConversionError, python_to_literal_map
+from connector_service.connector import Phase, Resource
+
+__all__ = ["ConnectorContractError", "resource_to_proto"]
+
+_VALID_PHASES = frozenset(Phase.Phase.values()) - {Phase.UNDEFINED}
+
+
+class ConnectorContractError(TypeError):
+    """The connector returned something the SDK contract does not allow (a connector bug)."""
+
+
+def resource_to_proto(
+    resource: Any,
+    output_types: Mapping[str, types_pb2.LiteralType] | None,
+    *,
+    connector: str,
+) -> agent_pb2.Resource:
+    if not isinstance(resource, Resource):
+        raise ConnectorContractError(f"{connector} returned {type(resource).__name__}, expected a Resource")
+    phase = resource.phase
+    if phase not in _VALID_PHASES:
+        # An unset phase reads as a retryable failure in propeller: refuse it loudly here.
+        raise ConnectorContractError(f"{connector} returned a Resource with phase {phase!r}; set a TaskExecution phase")
+    proto = agent_pb2.Resource(phase=phase, message=resource.message or "")
+    if resource.log_links:
+        for link in resource.log_links:
+            if not isinstance(link, execution_pb2.TaskLog):
+                raise ConnectorContractError(f"{connector}: log_links must be TaskLog messages")
+        proto.log_links.extend(resource.log_links)
+    if resource.custom_info:
+        proto.custom_info.CopyFrom(_to_struct(resource.custom_info))
+    outputs = resource.outputs
+    if outputs is not None:
+        if isinstance(outputs, literals_pb2.LiteralMap):
+            proto.outputs.CopyFrom(outputs)
+        elif isinstance(outputs, Mapping):
+            try:
+                proto.outputs.CopyFrom(python_to_literal_map(outputs, output_types))
+            except LiteralConversionError as exc:
+                # The job ran, but its outputs cannot be what the task promised: a failed
+                # task with the reason is what the workflow author needs to see.
+                return agent_pb2.Resource(
+                    phase=Phase.FAILED,
+                    message=f"{connector} returned outputs that do not match the task's interface: {exc}",
+                    log_links=proto.log_links,
+                    custom_info=proto.custom_info if resource.custom_info else None,
+                )
+        else:
+            raise ConnectorContractError(
+                f"{connector}: outputs must be a LiteralMap or a dict, got {type(outputs).__name__}"
+            )
+    return proto
+
+
+def _to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    # default=str keeps a stray datetime from failing the whole call; custom_info is for display.
+    json_format.ParseDict(json.loads(json.dumps(dict(values), default=str)), struct)
+    return struct

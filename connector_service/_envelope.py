@@ -1,0 +1,135 @@
+"""The bytes this service hands propeller as ``resource_meta``.
+
+GetTask carries no template, yet converting a connector's Python outputs needs the output
+types the task declared. So CreateTask wraps the connector's own encoded meta in a small
+envelope that also carries those types (compacted: only what conversion reads), and, when a
+signing key is set, an HMAC that proves this service issued it.
+
+Layout: ``MAGIC (4) | flags (1) | varint len(types) | types (VariableMap proto) | meta | [tag (32)]``.
+The magic starts with a NUL byte, which neither JSON (flytekit's metas) nor pickle (very old
+flytekit metas, ``\\x80``) can start with, so metas issued by flytekit's service are still
+recognised and passed through unchanged during a migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from flyteidl.core import interface_pb2, types_pb2
+from google.protobuf.message import DecodeError
+
+MAGIC = b"\x00FCS"
+_FLAG_SIGNED = 0x01
+_KNOWN_FLAGS = _FLAG_SIGNED
+_TAG_LEN = hashlib.sha256().digest_size
+_PICKLE_PREFIX = b"\x80"
+
+
+class ResourceMetaError(ValueError):
+    """The resource_meta bytes are not something this service can act on."""
+
+
+@dataclass(frozen=True)
+class OpenedMeta:
+    meta: bytes
+    output_types: dict[str, types_pb2.LiteralType] | None
+    """None when the meta came from elsewhere (flytekit's service) and carries no types."""
+
+
+def compact_output_types(variables: interface_pb2.VariableMap) -> bytes:
+    """Serialize just the output types, without descriptions, metadata or annotations.
+
+    flytekit puts JSON schemas for dataclasses into ``LiteralType.metadata``; propeller
+    keeps resource_meta in etcd, so those would be dead weight on every running task.
+    """
+    compact = interface_pb2.VariableMap()
+    for name, variable in variables.variables.items():
+        lt = types_pb2.LiteralType()
+        lt.CopyFrom(variable.type)
+        _strip(lt)
+        compact.variables[name].type.CopyFrom(lt)
+    return compact.SerializeToString(deterministic=True)
+
+
+def _strip(lt: types_pb2.LiteralType) -> None:
+    lt.ClearField("metadata")
+    lt.ClearField("annotation")
+    kind = lt.WhichOneof("type")
+    if kind == "collection_type":
+        _strip(lt.collection_type)
+    elif kind == "map_value_type":
+        _strip(lt.map_value_type)
+    elif kind == "union_type":
+        for variant in lt.union_type.variants:
+            _strip(variant)
+
+
+def seal(meta: bytes, output_types: bytes, key: bytes | None = None) -> bytes:
+    flags = _FLAG_SIGNED if key else 0
+    body = MAGIC + bytes([flags]) + _varint(len(output_types)) + output_types + meta
+    if key:
+        body += hmac.new(key, body, hashlib.sha256).digest()
+    return body
+
+
+def open_meta(data: bytes, key: bytes | None = None) -> OpenedMeta:
+    """Unwrap ``data``; with ``key`` set, refuse anything this service did not sign."""
+    if not data.startswith(MAGIC):
+        if key:
+            raise ResourceMetaError("resource_meta is not signed by this service")
+        if data.startswith(_PICKLE_PREFIX):
+            # Never unpickle bytes a caller sent: that would run arbitrary code.
+            raise ResourceMetaError("resource_meta is a pickle (from an old flytekit service); it is not accepted")
+        return OpenedMeta(meta=data, output_types=None)
+    if len(data) < len(MAGIC) + 2:
+        raise ResourceMetaError("resource_meta is truncated")
+    flags = data[len(MAGIC)]
+    if flags & ~_KNOWN_FLAGS:
+        raise ResourceMetaError(f"resource_meta has unknown flags {flags:#x}")
+    end = len(data)
+    if flags & _FLAG_SIGNED:
+        if not key:
+            raise ResourceMetaError("resource_meta is signed but this service has no signing key configured")
+        end -= _TAG_LEN
+        if end < len(MAGIC) + 2 or not hmac.compare_digest(
+            hmac.new(key, data[:end], hashlib.sha256).digest(), data[end:]
+        ):
+            raise ResourceMetaError("resource_meta signature does not match")
+    elif key:
+        raise ResourceMetaError("resource_meta is not signed by this service")
+    length, pos = _read_varint(data, len(MAGIC) + 1, end)
+    if pos + length > end:
+        raise ResourceMetaError("resource_meta is truncated")
+    variables = interface_pb2.VariableMap()
+    try:
+        variables.ParseFromString(data[pos : pos + length])
+    except DecodeError as exc:
+        raise ResourceMetaError(f"resource_meta output types are corrupt: {exc}") from None
+    types = {name: v.type for name, v in variables.variables.items()}
+    return OpenedMeta(meta=data[pos + length : end], output_types=types)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < end and shift < 35:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise ResourceMetaError("resource_meta header is corrupt")

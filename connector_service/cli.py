@@ -1,0 +1,111 @@
+"""``connector-service``: ``serve`` runs the daemon, ``list`` shows what it would serve.
+
+Signals are handled here and only here (the library installs none): the first SIGTERM or
+SIGINT drains and stops the service, a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from connector_service import _logging
+from connector_service.config import Settings, SettingsError
+from connector_service.registry import ConnectorRegistry, RegistryError
+from connector_service.server import ConnectorService, StartupError
+
+__all__ = ["main"]
+
+_log = logging.getLogger("connector_service")
+
+_USAGE = """usage: connector-service {serve,list} [options]
+
+  serve   start the gRPC daemon (see: connector-service serve --help)
+  list    print the connectors and sensors that serve would register (same options)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in ("serve", "list"):
+        print(f"connector-service: unknown command {command!r}\n{_USAGE}", file=sys.stderr, end="")
+        return 2
+    try:
+        settings = Settings.load(rest)
+    except SettingsError as exc:
+        print(f"connector-service {command}: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    _logging.configure(settings.log_level, settings.log_format)
+    try:
+        registry = ConnectorRegistry.build(settings.connectors, use_entry_points=settings.entry_points)
+    except RegistryError as exc:
+        print(f"connector-service {command}: {exc}", file=sys.stderr)
+        return 2
+    if command == "list":
+        print(describe(registry))
+        return 0
+    return _run(settings, registry)
+
+
+def describe(registry: ConnectorRegistry) -> str:
+    rows = [("CONNECTOR", "TASK TYPE", "VERSION", "SYNC", "SOURCE")]
+    for entry in sorted(registry.connectors(), key=lambda e: (e.category.name, e.category.version)):
+        rows.append((entry.name, entry.category.name, str(entry.category.version), str(entry.is_sync).lower(), entry.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    sensors = registry.sensors()
+    lines.append("")
+    lines.append(f"SENSORS (task type sensor, version 0): {', '.join(sorted(sensors)) or 'none'}")
+    return "\n".join(lines)
+
+
+def _run(settings: Settings, registry: ConnectorRegistry) -> int:
+    use_uvloop = settings.loop in ("auto", "uvloop")
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            if settings.loop == "uvloop":
+                print("connector-service serve: --loop uvloop but uvloop is not installed", file=sys.stderr)
+                return 2
+        else:
+            return uvloop.run(_serve(settings, registry))  # type: ignore[no-any-return]
+    return asyncio.run(_serve(settings, registry))
+
+
+async def _serve(settings: Settings, registry: ConnectorRegistry) -> int:
+    service = ConnectorService(settings, registry)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            _log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        _log.info("%s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await service.start()
+    except StartupError as exc:
+        _log.error("%s", exc)
+        return 1
+    _log.info("connector service ready (pid %d, loop %s)", os.getpid(), type(loop).__module__.split(".")[0])
+    await stop.wait()
+    await service.stop()
+    return 0

@@ -1,0 +1,225 @@
+"""The SDK connector authors write against.
+
+The shapes follow flytekit's ``flytekit.extend.backend.base_connector`` so that a flytekit
+connector ports by changing its imports; the differences are deliberate and small:
+connectors receive protobuf messages (``TaskTemplate``, ``LiteralMap``) instead of flytekit's
+model wrappers, and nothing here registers itself anywhere on import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, TypeVar
+
+from flyteidl.admin import agent_pb2
+from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
+from google.protobuf import json_format
+
+from connector_service._literals import literal_map_to_python, variable_types
+
+__all__ = [
+    "AsyncConnectorBase",
+    "ConnectorBase",
+    "Phase",
+    "Resource",
+    "ResourceMeta",
+    "SyncConnectorBase",
+    "TaskCategory",
+    "convert_to_flyte_phase",
+    "is_terminal_phase",
+    "read_custom",
+    "read_inputs",
+]
+
+Phase = execution_pb2.TaskExecution
+"""``Phase.SUCCEEDED`` etc.: the ``TaskExecution.Phase`` values propeller understands."""
+
+_TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ABORTED, Phase.FAILED, Phase.RETRYABLE_FAILED})
+
+_T = TypeVar("_T", bound="ResourceMeta")
+
+
+@dataclass(frozen=True)
+class TaskCategory:
+    """The routing key: a task type name and its version, matched exactly."""
+
+    name: str
+    version: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.name}_v{self.version}"
+
+    def to_proto(self) -> agent_pb2.TaskCategory:
+        return agent_pb2.TaskCategory(name=self.name, version=self.version)
+
+
+@dataclass
+class ResourceMeta:
+    """What a connector needs to find its job again; propeller stores it and replays it.
+
+    Subclass it as a dataclass. ``encode`` is byte-compatible with flytekit's
+    (``json.dumps(asdict(self))``), so metas issued by ``pyflyte serve connector`` keep
+    working after a switch-over.
+    """
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode("utf-8")
+
+    @classmethod
+    def decode(cls: type[_T], data: bytes) -> _T:
+        # Unknown keys are dropped so that a newer service can add fields without
+        # breaking metas that an older one issued (and vice versa).
+        return _dataclass_from_dict(cls, json.loads(data.decode("utf-8")))
+
+
+def _dataclass_from_dict(cls: type[_T], values: Mapping[str, Any]) -> _T:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"expected a JSON object for {cls.__name__}, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        field_type = hints.get(field.name)
+        if isinstance(field_type, type) and dataclasses.is_dataclass(field_type) and isinstance(value, Mapping):
+            value = _dataclass_from_dict(field_type, value)  # type: ignore[type-var]
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+@dataclass
+class Resource:
+    """A job's state as the connector sees it.
+
+    ``phase`` is always sent (propeller reads an unset phase as a retryable failure).
+    ``outputs`` may be a ``LiteralMap`` or a dict of Python values; the service converts
+    dicts with the types the task's interface declares.
+    """
+
+    phase: int
+    message: str | None = None
+    log_links: list[execution_pb2.TaskLog] | None = None
+    outputs: literals_pb2.LiteralMap | Mapping[str, Any] | None = None
+    custom_info: Mapping[str, Any] | None = None
+
+
+class ConnectorBase(ABC):
+    """Common part of sync and async connectors: the task category they serve."""
+
+    name: ClassVar[str] = "Base Connector"
+
+    def __init__(self, task_type_name: str, task_type_version: int = 0, **kwargs: Any) -> None:
+        if not task_type_name:
+            raise ValueError(f"{type(self).__name__}: task_type_name must not be empty")
+        self._task_category = TaskCategory(name=task_type_name, version=task_type_version)
+
+    @property
+    def task_category(self) -> TaskCategory:
+        return self._task_category
+
+    async def setup(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Open long-lived clients once, at service start-up (not per call)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Close what ``setup`` opened; called once when the service shuts down."""
+
+
+class AsyncConnectorBase(ConnectorBase):
+    """A connector for jobs that outlive one RPC: create, then poll with get, maybe delete.
+
+    Each method may be ``async def`` or a plain ``def``; plain ones run on the service's
+    thread pool so a blocking client library never stalls other calls.
+    """
+
+    def __init__(self, metadata_type: type[ResourceMeta], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metadata_type = metadata_type
+
+    @property
+    def metadata_type(self) -> type[ResourceMeta]:
+        return self._metadata_type
+
+    @abstractmethod
+    def create(
+        self,
+        task_template: tasks_pb2.TaskTemplate,
+        output_prefix: str,
+        inputs: literals_pb2.LiteralMap | None = None,
+        task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Start the job and return a ``ResourceMeta`` that finds it again."""
+
+    @abstractmethod
+    def get(self, resource_meta: Any, **kwargs: Any) -> Any:
+        """Return the job's ``Resource``; called about every 30 s per running task."""
+
+    @abstractmethod
+    def delete(self, resource_meta: Any, **kwargs: Any) -> Any:
+        """Cancel the job. Must succeed for jobs that are unknown or already finished."""
+
+    def get_metrics(self, resource_meta: Any, **kwargs: Any) -> Any:
+        """Return a ``GetTaskMetricsResponse``; the default answers UNIMPLEMENTED."""
+        raise NotImplementedError(f"{self.name} does not provide task metrics")
+
+    def get_logs(self, resource_meta: Any, **kwargs: Any) -> Any:
+        """Return or yield log lines (str) or ``GetTaskLogsResponse`` messages.
+
+        An async generator streams as it goes; the default answers UNIMPLEMENTED.
+        """
+        raise NotImplementedError(f"{self.name} does not provide task logs")
+
+
+class SyncConnectorBase(ConnectorBase):
+    """A connector that finishes within one RPC (propeller's ExecuteTaskSync)."""
+
+    @abstractmethod
+    def do(
+        self,
+        task_template: tasks_pb2.TaskTemplate,
+        output_prefix: str,
+        inputs: literals_pb2.LiteralMap | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the task and return a ``Resource`` in a terminal phase."""
+
+
+def is_terminal_phase(phase: int) -> bool:
+    return phase in _TERMINAL_PHASES
+
+
+_STATE_TO_PHASE: dict[str, int] = {
+    **dict.fromkeys(("failed", "timeout", "timedout", "canceled", "cancelled", "skipped"), Phase.FAILED),
+    "internal_error": Phase.RETRYABLE_FAILED,
+    **dict.fromkeys(("done", "succeeded", "success", "completed"), Phase.SUCCEEDED),
+    **dict.fromkeys(("running", "terminating"), Phase.RUNNING),
+    "pending": Phase.INITIALIZING,
+}
+
+
+def convert_to_flyte_phase(state: str) -> int:
+    """Map an external system's state word to a phase, as flytekit's helper does."""
+    try:
+        return _STATE_TO_PHASE[state.lower()]
+    except KeyError:
+        raise ValueError(f"Unrecognized state: {state}") from None
+
+
+def read_inputs(inputs: literals_pb2.LiteralMap | None, task_template: tasks_pb2.TaskTemplate) -> dict[str, Any]:
+    """The task's inputs as Python values, typed by the template's declared interface."""
+    if inputs is None:
+        return {}
+    return literal_map_to_python(inputs, variable_types(task_template.interface.inputs))
+
+
+def read_custom(task_template: tasks_pb2.TaskTemplate) -> dict[str, Any]:
+    """The template's ``custom`` struct as a plain dict (numbers arrive as floats, as in flytekit)."""
+    return dict(json_format.MessageToDict(task_template.custom))
+
+

@@ -1,0 +1,81 @@
+"""One place that decides which gRPC status an exception becomes.
+
+Every RPC goes through ``status_for``, so a connector exception is contained to its request,
+the caller gets a short message (the traceback goes to the log), and metrics label failures
+the same way for every operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+
+from connector_service._envelope import ResourceMetaError
+from connector_service._literals import LiteralConversionError
+from connector_service.registry import ConnectorNotFoundError
+from connector_service.secrets import SecretNotFoundError
+
+__all__ = ["InvalidRequestError", "NotFoundError", "Failure", "status_for"]
+
+_MAX_MESSAGE = 1000
+"""grpc-message rides in a trailer; flytekit's full tracebacks there broke clients (flyte#5224)."""
+
+
+class InvalidRequestError(ValueError):
+    """The request (or the task it describes) is malformed: INVALID_ARGUMENT."""
+
+
+class NotFoundError(LookupError):
+    """Something the request names is not registered here: NOT_FOUND."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: grpc.StatusCode
+    message: str
+    error_code: str
+    """flytekit's HTTP-style metric label ("404", "500"), so existing dashboards keep working."""
+    expected: bool
+    """False for connector bugs and crashes: those are logged with their traceback."""
+
+
+_HTTP_LABEL = {
+    grpc.StatusCode.NOT_FOUND: "404",
+    grpc.StatusCode.INVALID_ARGUMENT: "400",
+    grpc.StatusCode.FAILED_PRECONDITION: "412",
+    grpc.StatusCode.UNIMPLEMENTED: "501",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "504",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "429",
+    grpc.StatusCode.UNAVAILABLE: "503",
+    grpc.StatusCode.INTERNAL: "500",
+}
+
+
+def http_label(code: grpc.StatusCode) -> str:
+    return _HTTP_LABEL.get(code, "500")
+
+
+def status_for(exc: BaseException, operation: str, task: str) -> Failure:
+    """Map ``exc`` raised while serving ``operation`` for ``task`` ("name (version N)")."""
+    code: grpc.StatusCode
+    expected = True
+    if isinstance(exc, ConnectorNotFoundError | NotFoundError):
+        code, message = grpc.StatusCode.NOT_FOUND, str(exc)
+    elif isinstance(exc, InvalidRequestError | ResourceMetaError | LiteralConversionError):
+        code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    elif isinstance(exc, NotImplementedError):
+        code, message = grpc.StatusCode.UNIMPLEMENTED, str(exc) or f"{operation} is not implemented for {task}"
+    elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
+        message = f"{operation} for {task} did not finish within the call's deadline"
+    elif isinstance(exc, SecretNotFoundError):
+        code, message = grpc.StatusCode.FAILED_PRECONDITION, f"{operation} for {task}: {exc}"
+    else:
+        code, expected = grpc.StatusCode.INTERNAL, False
+        detail = str(exc)
+        message = f"failed to {operation} {task}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 3] + "..."
+    return Failure(code=code, message=message, error_code=http_label(code), expected=expected)

@@ -1,0 +1,67 @@
+"""Prometheus metrics, on a registry the service owns (so tests and workers get their own).
+
+The ``flyte_connector_*`` names and labels are flytekit's, so dashboards built for
+``pyflyte serve connector`` keep working; latency is a Histogram here (flytekit's Summary
+exposes no quantiles), so p99 can be computed.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import gc_collector, platform_collector, process_collector
+
+__all__ = ["ConnectorMetrics", "LATENCY_BUCKETS", "new_registry"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SIZE_BUCKETS = (0, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the process, platform and GC collectors the default one would have."""
+    registry = CollectorRegistry()
+    process_collector.ProcessCollector(registry=registry)
+    platform_collector.PlatformCollector(registry=registry)
+    gc_collector.GCCollector(registry=registry)
+    return registry
+
+
+class ConnectorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.success = Counter(
+            "flyte_connector_requests_success",
+            "Connector requests that succeeded",
+            ["task_type", "operation"],
+            registry=registry,
+        )
+        self.failure = Counter(
+            "flyte_connector_requests_failure",
+            "Connector requests that failed, by HTTP-style error code (as flytekit labels them)",
+            ["task_type", "operation", "error_code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "flyte_connector_request_latency_seconds",
+            "Time spent serving connector requests",
+            ["task_type", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.input_bytes = Histogram(
+            "flyte_connector_input_literal_bytes",
+            "Size of the input literals of CreateTask and ExecuteTaskSync requests",
+            ["task_type"],
+            buckets=_SIZE_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_success(self, task_type: str, operation: str, seconds: float) -> None:
+        self.success.labels(task_type, operation).inc()
+        self.latency.labels(task_type, operation).observe(seconds)
+
+    def observe_failure(self, task_type: str, operation: str, error_code: str, seconds: float) -> None:
+        self.failure.labels(task_type, operation, error_code).inc()
+        self.latency.labels(task_type, operation).observe(seconds)
+
+    def observe_input_bytes(self, task_type: str, size: int) -> None:
+        self.input_bytes.labels(task_type).observe(size)

@@ -1,0 +1,288 @@
+"""Which connector serves which task type, decided and validated once at start-up.
+
+The registry is an instance built from explicit sources (installed plugins' entry points
+and ``module:attr`` names from settings), never a global filled by import side effects. Every
+check that can fail (wrong kind of object, duplicate task type, inconsistent sync flag) fails
+here, at start-up, with a message that names the source, instead of on the first RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from flyteidl.admin import agent_pb2
+
+from connector_service.connector import AsyncConnectorBase, ConnectorBase, SyncConnectorBase, TaskCategory
+
+if TYPE_CHECKING:
+    from sensors.base import BaseSensor
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ConnectorNotFoundError",
+    "ConnectorRegistry",
+    "RegisteredConnector",
+    "RegistryError",
+    "load_object",
+]
+
+ENTRY_POINT_GROUP = "flyte.connectors"
+
+_log = logging.getLogger(__name__)
+
+
+class RegistryError(ValueError):
+    """A registration that cannot work; raised at start-up."""
+
+
+class ConnectorNotFoundError(LookupError):
+    def __init__(self, category: TaskCategory) -> None:
+        super().__init__(f"Cannot find connector for task type: {category.name} (version {category.version})")
+        self.category = category
+
+
+@dataclass(frozen=True)
+class _Method:
+    """A connector method, with how to call it decided once rather than on every RPC."""
+
+    fn: Callable[..., Any]
+    is_async: bool
+    explicit_params: frozenset[str]
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any]) -> _Method:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            params = ()  # type: ignore[assignment]
+        explicit = frozenset(
+            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        )
+        is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        if not is_async and callable(fn) and not inspect.isfunction(fn) and not inspect.ismethod(fn):
+            is_async = inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+        return cls(fn=fn, is_async=is_async, explicit_params=explicit)
+
+    async def __call__(self, args: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Any:
+        """Call with ``args`` (always passed) and ``extras`` (only if the method names them).
+
+        Extras such as ``timeout`` or ``task_execution_metadata`` for ``do`` go only to
+        methods that ask for them by name, so a flytekit-style ``**kwargs`` method never
+        receives arguments it did not expect.
+        """
+        kwargs = dict(args)
+        if extras:
+            kwargs.update((k, v) for k, v in extras.items() if k in self.explicit_params)
+        if self.is_async:
+            if inspect.isasyncgenfunction(self.fn):
+                return self.fn(**kwargs)
+            return await self.fn(**kwargs)
+        loop = asyncio.get_running_loop()
+        # The loop's default executor is the service's own pool (sized from settings);
+        # copy_context keeps contextvars (log fields) visible inside the thread.
+        ctx = contextvars.copy_context()
+        result = await loop.run_in_executor(None, functools.partial(ctx.run, self.fn, **kwargs))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+@dataclass(frozen=True)
+class RegisteredConnector:
+    connector: ConnectorBase
+    category: TaskCategory
+    source: str
+    is_sync: bool
+    methods: Mapping[str, _Method] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.connector.name
+
+
+_ASYNC_METHODS = ("create", "get", "delete", "get_metrics", "get_logs")
+_SYNC_METHODS = ("do",)
+
+
+class ConnectorRegistry:
+    """Connectors by task category, sensors by name, and the Agent records ListAgents returns."""
+
+    def __init__(self) -> None:
+        from sensors.engine import SensorEngine
+
+        self._by_category: dict[TaskCategory, RegisteredConnector] = {}
+        self._agents: dict[str, agent_pb2.Agent] = {}
+        self._sensors: dict[str, BaseSensor] = {}
+        self._sensor_sources: dict[str, str] = {}
+        self._sensor_aliases: dict[str, str] = {}
+        self.sensor_engine = SensorEngine(self)
+        self.register(self.sensor_engine, source="built-in")
+
+    # -- registration -------------------------------------------------------------------------
+
+    def add(self, obj: Any, source: str) -> None:
+        """Register whatever a ``module:attr`` or entry point resolved to."""
+        from sensors.base import BaseSensor
+
+        if isinstance(obj, ConnectorBase):
+            self.register(obj, source=source)
+        elif isinstance(obj, BaseSensor) or (isinstance(obj, type) and issubclass(obj, BaseSensor)):
+            self.register_sensor(obj, source=source)
+        elif isinstance(obj, type) and issubclass(obj, ConnectorBase):
+            raise RegistryError(
+                f"{source}: {obj.__qualname__} is a connector class; register an instance of it"
+            )
+        elif isinstance(obj, list | tuple):
+            for item in obj:
+                self.add(item, source)
+        else:
+            raise RegistryError(
+                f"{source}: expected a connector instance (AsyncConnectorBase or SyncConnectorBase), "
+                f"a BaseSensor subclass or instance, or a list of these; got {type(obj).__qualname__}"
+            )
+
+    def register(self, connector: ConnectorBase, source: str = "code") -> None:
+        if not isinstance(connector, AsyncConnectorBase | SyncConnectorBase):
+            raise RegistryError(
+                f"{source}: {type(connector).__qualname__} must subclass AsyncConnectorBase or SyncConnectorBase"
+            )
+        category = connector.task_category
+        if not isinstance(category.name, str) or not isinstance(category.version, int):
+            raise RegistryError(f"{source}: task category must be (str, int), got {category!r}")
+        existing = self._by_category.get(category)
+        if existing is not None:
+            raise RegistryError(
+                f"Duplicate connector for task type: {category.name} (version {category.version}): "
+                f"{existing.name!r} from {existing.source} and {connector.name!r} from {source}"
+            )
+        is_sync = isinstance(connector, SyncConnectorBase)
+        if isinstance(connector, AsyncConnectorBase):
+            meta_type = connector.metadata_type
+            if not (isinstance(meta_type, type) and hasattr(meta_type, "decode")):
+                raise RegistryError(f"{source}: {connector.name}: metadata_type must be a ResourceMeta class")
+        names = _SYNC_METHODS if is_sync else _ASYNC_METHODS
+        methods = {n: _Method.of(getattr(connector, n)) for n in names}
+
+        agent = self._agents.get(connector.name)
+        if agent is not None and agent.is_sync != is_sync:
+            raise RegistryError(
+                f"{source}: connector name {connector.name!r} is used by both a sync and an async connector; "
+                "propeller routes every task type of one name the same way, so give them different names"
+            )
+        if agent is None:
+            agent = agent_pb2.Agent(name=connector.name, is_sync=is_sync)
+            self._agents[connector.name] = agent
+        agent.supported_task_types.append(category.name)
+        agent.supported_task_categories.append(category.to_proto())
+        self._by_category[category] = RegisteredConnector(
+            connector=connector, category=category, source=source, is_sync=is_sync, methods=methods
+        )
+
+    def register_sensor(self, sensor: BaseSensor | type[BaseSensor], source: str = "code") -> None:
+        from sensors.base import BaseSensor
+
+        if isinstance(sensor, type):
+            try:
+                sensor = sensor()
+            except TypeError as exc:
+                raise RegistryError(
+                    f"{source}: cannot instantiate sensor {sensor.__qualname__} without arguments ({exc}); "
+                    "register an instance instead"
+                ) from None
+        if not isinstance(sensor, BaseSensor):
+            raise RegistryError(f"{source}: {type(sensor).__qualname__} is not a BaseSensor")
+        name = sensor.sensor_name
+        if name in self._sensors:
+            raise RegistryError(
+                f"Duplicate sensor name {name!r}: from {self._sensor_sources[name]} and from {source}"
+            )
+        for alias in (name, *sensor.aliases):
+            owner = self._sensor_aliases.get(alias)
+            if owner is not None and owner != name:
+                raise RegistryError(f"{source}: sensor alias {alias!r} of {name!r} is already used by {owner!r}")
+        self._sensors[name] = sensor
+        self._sensor_sources[name] = source
+        for alias in (name, *sensor.aliases):
+            self._sensor_aliases[alias] = name
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def lookup(self, category: TaskCategory) -> RegisteredConnector:
+        try:
+            return self._by_category[category]
+        except KeyError:
+            raise ConnectorNotFoundError(category) from None
+
+    def find_sensor(self, module: str | None, name: str) -> BaseSensor | None:
+        """Find an allow-listed sensor by ``module.name`` alias, then by bare name.
+
+        Nothing is imported: a request can only pick among registered sensors.
+        """
+        key = self._sensor_aliases.get(f"{module}.{name}") if module else None
+        if key is None:
+            key = self._sensor_aliases.get(name)
+        return self._sensors.get(key) if key is not None else None
+
+    def agent(self, name: str) -> agent_pb2.Agent | None:
+        return self._agents.get(name)
+
+    def agents(self) -> list[agent_pb2.Agent]:
+        return list(self._agents.values())
+
+    def connectors(self) -> list[RegisteredConnector]:
+        return list(self._by_category.values())
+
+    def sensors(self) -> Mapping[str, BaseSensor]:
+        return dict(self._sensors)
+
+    def __iter__(self) -> Iterator[RegisteredConnector]:
+        return iter(self._by_category.values())
+
+    # -- building ----------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, names: Iterable[str] = (), *, use_entry_points: bool = True) -> ConnectorRegistry:
+        """Build from installed plugins' entry points, then from ``module:attr`` names."""
+        registry = cls()
+        if use_entry_points:
+            for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+                source = f"entry point {ep.name!r} ({ep.value})"
+                try:
+                    obj = ep.load()
+                except Exception as exc:
+                    raise RegistryError(f"{source}: failed to load: {type(exc).__name__}: {exc}") from exc
+                registry.add(obj, source)
+        for name in names:
+            registry.add(load_object(name), f"--connector {name}")
+        return registry
+
+
+def load_object(spec: str) -> Any:
+    """Resolve ``module:attr`` (attr may be dotted), as uvicorn's importer does.
+
+    Only names an operator configured reach this function; nothing a request carries does.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise RegistryError(f"--connector {spec!r}: expected the form MODULE:ATTR")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise RegistryError(f"--connector {spec!r}: cannot import module {module_name!r}: {exc}") from exc
+        raise RegistryError(f"--connector {spec!r}: importing {module_name!r} failed: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RegistryError(f"--connector {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    return obj

@@ -1,0 +1,183 @@
+"""The service: a grpc.aio server with the flyteidl services, health and reflection, plus its lifecycle.
+
+Start-up order: thread pool, connector set-up, gRPC server, metrics endpoint, then health
+SERVING. Shutdown reverses it: health NOT_SERVING first (so load balancers and propeller's
+resolver stop sending), a short delay, then the server stops taking calls and in-flight ones
+get a grace period, then connectors close their clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from flyteidl.service import agent_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from connector_service.config import Settings
+from connector_service.metrics import ConnectorMetrics, new_registry
+from connector_service.registry import ConnectorRegistry
+from connector_service.servicer import AgentMetadataServicer, AsyncAgentServicer, SyncAgentServicer
+
+__all__ = ["ConnectorService", "SERVICE_NAMES", "StartupError"]
+
+_log = logging.getLogger("connector_service")
+
+SERVICE_NAMES = (
+    "flyteidl.service.AsyncAgentService",
+    "flyteidl.service.SyncAgentService",
+    "flyteidl.service.AgentMetadataService",
+)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says what and why."""
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class ConnectorService:
+    """Owns the gRPC server, the thread pool and the metrics endpoint for one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ConnectorRegistry,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics_registry = metrics_registry if metrics_registry is not None else new_registry()
+        self.metrics = ConnectorMetrics(self.metrics_registry)
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._metrics_http: Any = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._set_up: list[Any] = []
+
+    async def start(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="connector-worker")
+        # Plain-def connector methods and asyncio.to_thread in connectors land on this pool,
+        # sized from settings, instead of asyncio's small default one.
+        loop.set_default_executor(self._executor)
+        self.registry.sensor_engine.poke_timeout = settings.sensor_poke_timeout
+        await self._setup_plugins()
+
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_size),
+            ("grpc.max_send_message_length", settings.max_message_size),
+            # An accidental second instance on the same port must fail, not silently share it.
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
+            AsyncAgentServicer(self.registry, self.metrics, settings.signing_key), server
+        )
+        agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(SyncAgentServicer(self.registry, self.metrics), server)
+        agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
+            AgentMetadataServicer(self.registry, self.metrics), server
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = _bind_address(settings.host, settings.port)
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {address}: {exc}") from None
+        await server.start()
+        self._server = server
+
+        if settings.metrics_port:
+            try:
+                self._metrics_http, _ = start_http_server(
+                    settings.metrics_port, addr=settings.metrics_host, registry=self.metrics_registry
+                )
+            except OSError as exc:
+                await server.stop(None)
+                raise StartupError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}") from None
+            self.metrics_port = self._metrics_http.server_port
+
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        _log.info(
+            "serving %d connector(s) and %d sensor(s) on %s (metrics: %s)",
+            len(self.registry.connectors()),
+            len(self.registry.sensors()),
+            _bind_address(settings.host, self.port),
+            f"{settings.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
+        )
+
+    async def _setup_plugins(self) -> None:
+        plugins: list[Any] = [entry.connector for entry in self.registry.connectors()]
+        plugins += list(self.registry.sensors().values())
+        for plugin in plugins:
+            label = getattr(plugin, "name", type(plugin).__name__)
+            try:
+                await plugin.setup()
+            except Exception as exc:
+                await self._close_plugins()
+                raise StartupError(f"set-up of {label!r} failed: {type(exc).__name__}: {exc}") from exc
+            self._set_up.append(plugin)
+
+    async def _close_plugins(self) -> None:
+        while self._set_up:
+            plugin = self._set_up.pop()
+            try:
+                await plugin.close()
+            except Exception:
+                _log.exception("closing %r failed", getattr(plugin, "name", plugin))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop. Safe to call more than once and concurrently: later calls wait."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
+        settings = self.settings
+        grace = settings.grace_period if grace is None else grace
+        try:
+            if self._health is not None:
+                await self._health.enter_graceful_shutdown()
+            if self._server is not None:
+                if settings.shutdown_delay:
+                    _log.info("health is NOT_SERVING; refusing new calls in %.1fs", settings.shutdown_delay)
+                    await asyncio.sleep(settings.shutdown_delay)
+                _log.info("draining in-flight calls (grace %.1fs)", grace)
+                await self._server.stop(grace)
+            await self._close_plugins()
+            if self._metrics_http is not None:
+                self._metrics_http.shutdown()
+                self._metrics_http.server_close()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            _log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> ConnectorService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,347 @@
+"""The three flyteidl services, as propeller calls them.
+
+Request path: servicer (this file) -> registry (which connector) -> connector method ->
+conversion (``_convert``) -> response. Every RPC runs inside ``_Call``, the one place that
+times the call, maps exceptions to gRPC statuses and records metrics, so no handler repeats
+that logic.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.core import literals_pb2
+from flyteidl.service import agent_pb2_grpc
+
+from connector_service import _envelope
+from connector_service._convert import resource_to_proto
+from connector_service.connector import ResourceMeta, TaskCategory, is_terminal_phase
+from connector_service.errors import InvalidRequestError, NotFoundError, status_for
+from connector_service.metrics import ConnectorMetrics
+from connector_service.registry import ConnectorRegistry, RegisteredConnector
+
+__all__ = ["AgentMetadataServicer", "AsyncAgentServicer", "SyncAgentServicer"]
+
+_log = logging.getLogger("connector_service.rpc")
+
+_DEADLINE_MARGIN = 0.05
+"""Seconds kept back from the caller's deadline so the answer still reaches it."""
+
+
+class _Call:
+    """Context for one RPC: resolves the connector, maps errors, records metrics and logs."""
+
+    __slots__ = ("_context", "_metrics", "_started", "operation", "entry", "task_label", "task_type")
+
+    def __init__(self, context: grpc.aio.ServicerContext, operation: str, metrics: ConnectorMetrics) -> None:
+        self._context = context
+        self._metrics = metrics
+        self.operation = operation
+        self.entry: RegisteredConnector | None = None
+        self.task_type = ""
+        self.task_label = "unknown task type"
+
+    def resolve(self, registry: ConnectorRegistry, category: TaskCategory) -> RegisteredConnector:
+        self.task_type = category.name
+        self.task_label = f"{category.name} (version {category.version})"
+        self.entry = registry.lookup(category)
+        return self.entry
+
+    def timeout(self) -> float | None:
+        """What is left of the caller's deadline, less a margin for the reply to travel."""
+        remaining = self._context.time_remaining()
+        if remaining is None:
+            return None
+        return max(remaining - _DEADLINE_MARGIN, 0.0)
+
+    async def __aenter__(self) -> _Call:
+        self._started = time.perf_counter()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        elapsed = time.perf_counter() - self._started
+        if exc is None:
+            self._metrics.observe_success(self.task_type, self.operation, elapsed)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug(
+                    "%s %s ok in %.1f ms", self.operation, self.task_label, elapsed * 1000,
+                    extra={"operation": self.operation, "task_type": self.task_type, "duration_ms": elapsed * 1000},
+                )
+            return False
+        if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
+            # Cancellation, or an abort already issued: nothing to map.
+            return False
+        failure = status_for(exc, self.operation, self.task_label)
+        self._metrics.observe_failure(self.task_type, self.operation, failure.error_code, elapsed)
+        extra = {"operation": self.operation, "task_type": self.task_type, "grpc_code": failure.code.name}
+        if failure.expected:
+            _log.info("%s %s: %s: %s", self.operation, self.task_label, failure.code.name, failure.message, extra=extra)
+        else:
+            _log.error("%s %s failed", self.operation, self.task_label, exc_info=exc, extra=extra)
+        await self._context.abort(failure.code, failure.message)
+        return False  # unreachable: abort raises
+
+
+def _category_of(request: Any) -> TaskCategory:
+    """Get/Delete/Metrics/Logs name the connector by task_category, else the deprecated task_type."""
+    category = request.task_category
+    if category.name:
+        return TaskCategory(category.name, category.version)
+    if request.task_type:
+        return TaskCategory(request.task_type, 0)
+    raise InvalidRequestError("request names no task type: set task_category (or the deprecated task_type)")
+
+
+def _require_async(entry: RegisteredConnector, operation: str) -> None:
+    if entry.is_sync:
+        raise InvalidRequestError(
+            f"connector {entry.name!r} for {entry.category.name} (version {entry.category.version}) is synchronous; "
+            f"it does not support {operation} (use ExecuteTaskSync)"
+        )
+
+
+def _decode_meta(entry: RegisteredConnector, data: bytes, key: bytes | None) -> tuple[Any, Mapping[str, Any] | None]:
+    if not data:
+        raise InvalidRequestError("resource_meta is empty")
+    opened = _envelope.open_meta(data, key)
+    meta_type = entry.connector.metadata_type  # type: ignore[attr-defined]
+    try:
+        meta = meta_type.decode(opened.meta)
+    except Exception as exc:
+        raise InvalidRequestError(
+            f"cannot decode resource_meta for {entry.name!r}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    return meta, opened.output_types
+
+
+class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ignore[misc]
+    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, signing_key: bytes | None = None):
+        self._registry = registry
+        self._metrics = metrics
+        self._key = signing_key
+
+    async def CreateTask(
+        self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.CreateTaskResponse:
+        async with _Call(context, "create", self._metrics) as call:
+            template = request.template
+            if not template.type:
+                raise InvalidRequestError("CreateTask: template.type is empty")
+            entry = call.resolve(self._registry, TaskCategory(template.type, template.task_type_version))
+            _require_async(entry, "CreateTask")
+            self._metrics.observe_input_bytes(template.type, request.inputs.ByteSize())
+            meta = await entry.methods["create"](
+                {
+                    "task_template": template,
+                    "output_prefix": request.output_prefix,
+                    "inputs": request.inputs,
+                    "task_execution_metadata": request.task_execution_metadata,
+                },
+                {"timeout": call.timeout()},
+            )
+            if not isinstance(meta, ResourceMeta):
+                raise TypeError(f"{entry.name} create() returned {type(meta).__name__}, expected a ResourceMeta")
+            sealed = _envelope.seal(
+                meta.encode(), _envelope.compact_output_types(template.interface.outputs), self._key
+            )
+            return agent_pb2.CreateTaskResponse(resource_meta=sealed)
+        raise AssertionError("unreachable")
+
+    async def GetTask(self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext) -> agent_pb2.GetTaskResponse:
+        async with _Call(context, "get", self._metrics) as call:
+            entry = call.resolve(self._registry, _category_of(request))
+            _require_async(entry, "GetTask")
+            meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
+            resource = await entry.methods["get"]({"resource_meta": meta}, {"timeout": call.timeout()})
+            return agent_pb2.GetTaskResponse(resource=resource_to_proto(resource, output_types, connector=entry.name))
+        raise AssertionError("unreachable")
+
+    async def DeleteTask(
+        self, request: agent_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.DeleteTaskResponse:
+        async with _Call(context, "delete", self._metrics) as call:
+            entry = call.resolve(self._registry, _category_of(request))
+            _require_async(entry, "DeleteTask")
+            meta, _ = _decode_meta(entry, request.resource_meta, self._key)
+            await entry.methods["delete"]({"resource_meta": meta}, {"timeout": call.timeout()})
+            return agent_pb2.DeleteTaskResponse()
+        raise AssertionError("unreachable")
+
+    async def GetTaskMetrics(
+        self, request: agent_pb2.GetTaskMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetTaskMetricsResponse:
+        async with _Call(context, "get_metrics", self._metrics) as call:
+            entry = call.resolve(self._registry, _category_of(request))
+            _require_async(entry, "GetTaskMetrics")
+            meta, _ = _decode_meta(entry, request.resource_meta, self._key)
+            result = await entry.methods["get_metrics"](
+                {"resource_meta": meta},
+                {
+                    "queries": list(request.queries),
+                    "start_time": request.start_time if request.HasField("start_time") else None,
+                    "end_time": request.end_time if request.HasField("end_time") else None,
+                    "step": request.step if request.HasField("step") else None,
+                    "timeout": call.timeout(),
+                },
+            )
+            if not isinstance(result, agent_pb2.GetTaskMetricsResponse):
+                raise TypeError(f"{entry.name} get_metrics() returned {type(result).__name__}")
+            return result
+        raise AssertionError("unreachable")
+
+    async def GetTaskLogs(
+        self, request: agent_pb2.GetTaskLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
+        async with _Call(context, "get_logs", self._metrics) as call:
+            entry = call.resolve(self._registry, _category_of(request))
+            _require_async(entry, "GetTaskLogs")
+            meta, _ = _decode_meta(entry, request.resource_meta, self._key)
+            result = await entry.methods["get_logs"](
+                {"resource_meta": meta},
+                {"lines": request.lines, "token": request.token, "timeout": call.timeout()},
+            )
+            async for message in _log_messages(result, entry.name):
+                yield message
+
+
+async def _log_messages(result: Any, connector: str) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
+    """Turn what get_logs returned (or yields) into a stream of responses.
+
+    Strings are log lines; consecutive lines from a plain iterable are sent in batches so a
+    long log is a few messages, not one per line.
+    """
+    if inspect.isawaitable(result):
+        result = await result
+    if isinstance(result, agent_pb2.GetTaskLogsResponse):
+        yield result
+        return
+    if isinstance(result, str):
+        yield _lines([result])
+        return
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield _log_item(item, connector)
+        return
+    if isinstance(result, Iterable):
+        batch: list[str] = []
+        for item in result:
+            if isinstance(item, str):
+                batch.append(item)
+                if len(batch) >= 500:
+                    yield _lines(batch)
+                    batch = []
+                continue
+            if batch:
+                yield _lines(batch)
+                batch = []
+            yield _log_item(item, connector)
+        if batch:
+            yield _lines(batch)
+        return
+    raise TypeError(f"{connector} get_logs() returned {type(result).__name__}")
+
+
+def _lines(lines: list[str]) -> agent_pb2.GetTaskLogsResponse:
+    return agent_pb2.GetTaskLogsResponse(body=agent_pb2.GetTaskLogsResponseBody(results=lines))
+
+
+def _log_item(item: Any, connector: str) -> agent_pb2.GetTaskLogsResponse:
+    if isinstance(item, agent_pb2.GetTaskLogsResponse):
+        return item
+    if isinstance(item, str):
+        return _lines([item])
+    raise TypeError(f"{connector} get_logs() yielded {type(item).__name__}, expected str or GetTaskLogsResponse")
+
+
+class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):  # type: ignore[misc]
+    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics):
+        self._registry = registry
+        self._metrics = metrics
+
+    async def ExecuteTaskSync(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.ExecuteTaskSyncRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.ExecuteTaskSyncResponse]:
+        async with _Call(context, "do", self._metrics) as call:
+            messages = aiter(request_iterator)
+            first = await anext(messages, None)
+            if first is None or first.WhichOneof("part") != "header":
+                raise InvalidRequestError(
+                    "ExecuteTaskSync: expected the first message to be a header (template, output_prefix), "
+                    f"got {_part(first)}"
+                )
+            header = first.header
+            template = header.template
+            if not template.type:
+                raise InvalidRequestError("ExecuteTaskSync: header.template.type is empty")
+            entry = call.resolve(self._registry, TaskCategory(template.type, template.task_type_version))
+            if not entry.is_sync:
+                raise InvalidRequestError(
+                    f"connector {entry.name!r} for {call.task_label} is asynchronous; "
+                    "it does not support ExecuteTaskSync (use CreateTask)"
+                )
+            second = await anext(messages, None)
+            if second is None or second.WhichOneof("part") != "inputs":
+                raise InvalidRequestError(
+                    f"ExecuteTaskSync: expected an inputs message after the header, got {_part(second)}"
+                )
+            inputs: literals_pb2.LiteralMap = second.inputs
+            third = await anext(messages, None)
+            if third is not None:
+                raise InvalidRequestError(
+                    f"ExecuteTaskSync: expected the client to half-close after inputs, got {_part(third)}"
+                )
+            self._metrics.observe_input_bytes(template.type, inputs.ByteSize())
+            resource = await entry.methods["do"](
+                {"task_template": template, "output_prefix": header.output_prefix, "inputs": inputs},
+                {"task_execution_metadata": header.task_execution_metadata, "timeout": call.timeout()},
+            )
+            proto = resource_to_proto(resource, _types(template), connector=entry.name)
+            if not is_terminal_phase(proto.phase):
+                raise TypeError(
+                    f"{entry.name} do() returned non-terminal phase "
+                    f"{agent_pb2.TaskExecution.Phase.Name(proto.phase)}; a sync task must finish in one call"
+                )
+            yield agent_pb2.ExecuteTaskSyncResponse(header=agent_pb2.ExecuteTaskSyncResponseHeader(resource=proto))
+
+
+def _types(template: Any) -> dict[str, Any]:
+    return {name: v.type for name, v in template.interface.outputs.variables.items()}
+
+
+def _part(message: agent_pb2.ExecuteTaskSyncRequest | None) -> str:
+    if message is None:
+        return "end of stream"
+    part = message.WhichOneof("part")
+    return f"a {part} message" if part else "an empty message"
+
+
+class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):  # type: ignore[misc]
+    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics):
+        self._registry = registry
+        self._metrics = metrics
+        self._list = agent_pb2.ListAgentsResponse(agents=registry.agents())
+
+    async def GetAgent(self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext) -> agent_pb2.GetAgentResponse:
+        async with _Call(context, "get_agent", self._metrics):
+            agent = self._registry.agent(request.name)
+            if agent is None:
+                raise NotFoundError(f"Cannot find connector for name: {request.name}")
+            return agent_pb2.GetAgentResponse(agent=agent)
+        raise AssertionError("unreachable")
+
+    async def ListAgents(
+        self, request: agent_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ListAgentsResponse:
+        # The registry is frozen once serving, so the response is built once.
+        return self._list

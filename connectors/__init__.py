@@ -1,0 +1,1 @@
+"""Connectors bundled with the service; each registers through the ``flyte.connectors`` entry points."""

@@ -1,0 +1,180 @@
+"""The sensor engine: an async connector for task type ``sensor`` that pokes registered sensors.
+
+CreateTask records which sensor, its config and the task's inputs in the resource_meta;
+each GetTask is exactly one poke. The engine never imports anything named by a request: the
+sensor is looked up in the registry's allow-list. Metas written by flytekit's own engine
+(JSON of sensor_module, sensor_name, sensor_config, inputs) are accepted too, so sensor tasks
+in flight survive a switch-over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import inspect
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flyteidl.core import literals_pb2, tasks_pb2
+
+from connector_service._literals import literal_map_to_python
+from connector_service.connector import AsyncConnectorBase, Phase, Resource, ResourceMeta, read_custom
+from connector_service.errors import InvalidRequestError, NotFoundError
+
+if TYPE_CHECKING:
+    from connector_service.registry import ConnectorRegistry
+    from sensors.base import BaseSensor
+
+__all__ = ["SensorEngine", "SensorMetadata"]
+
+_MIN_POKE_BUDGET = 0.05
+
+
+@dataclass
+class SensorMetadata(ResourceMeta):
+    # The first four fields and their order are flytekit's, so its metas decode here.
+    sensor_module: str | None = None
+    sensor_name: str = ""
+    sensor_config: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = None
+    # Ours: the inputs as a LiteralMap (exact types, e.g. datetimes), and what the timeout needs.
+    inputs_literals: str | None = None
+    created_at: float | None = None
+    timeout_seconds: float | None = None
+
+
+class SensorEngine(AsyncConnectorBase):
+    name = "Sensor"
+
+    def __init__(self, registry: ConnectorRegistry, poke_timeout: float = 30.0) -> None:
+        super().__init__(metadata_type=SensorMetadata, task_type_name="sensor", task_type_version=0)
+        self._registry = registry
+        self.poke_timeout = poke_timeout
+        """Upper bound on one poke, on top of the caller's deadline (a setting)."""
+
+    def _sensor(self, module: str | None, name: str) -> BaseSensor:
+        sensor = self._registry.find_sensor(module, name)
+        if sensor is None:
+            known = ", ".join(sorted(self._registry.sensors())) or "none"
+            where = f"{module}.{name}" if module else name
+            raise NotFoundError(f"sensor {where!r} is not registered in this service (registered: {known})")
+        return sensor
+
+    async def create(
+        self,
+        task_template: tasks_pb2.TaskTemplate,
+        output_prefix: str,
+        inputs: literals_pb2.LiteralMap | None = None,
+        task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> SensorMetadata:
+        custom = read_custom(task_template)
+        name = custom.get("sensor_name")
+        module = custom.get("sensor_module")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError("sensor task: template.custom has no 'sensor_name'")
+        sensor = self._sensor(module if isinstance(module, str) else None, name)
+        config = custom.get("sensor_config")
+        if config is not None and not isinstance(config, dict):
+            raise InvalidRequestError(f"sensor {name!r}: sensor_config must be an object, got {type(config).__name__}")
+        literal_inputs = inputs if inputs is not None and inputs.literals else None
+        # Check the inputs against poke's signature now, so a wrong task fails at create
+        # with a clear message rather than on every poll.
+        values = literal_map_to_python(literal_inputs) if literal_inputs is not None else dict(custom.get("inputs") or {})
+        _check_signature(sensor, values)
+        timeout: float | None = None
+        if task_template.metadata.HasField("timeout"):
+            timeout = task_template.metadata.timeout.ToTimedelta().total_seconds() or None
+        elif sensor.timeout is not None:
+            timeout = sensor.timeout.total_seconds()
+        return SensorMetadata(
+            sensor_module=module if isinstance(module, str) else None,
+            sensor_name=name,
+            sensor_config=config,
+            inputs=None if literal_inputs is not None else (custom.get("inputs") or None),
+            inputs_literals=(
+                base64.b64encode(literal_inputs.SerializeToString(deterministic=True)).decode("ascii")
+                if literal_inputs is not None
+                else None
+            ),
+            created_at=time.time(),
+            timeout_seconds=timeout,
+        )
+
+    async def get(self, resource_meta: SensorMetadata, timeout: float | None = None, **kwargs: Any) -> Resource:
+        meta = resource_meta
+        if not meta.sensor_name:
+            raise InvalidRequestError("sensor resource_meta has no sensor_name")
+        sensor = self._sensor(meta.sensor_module, meta.sensor_name)
+        if meta.timeout_seconds and meta.created_at is not None:
+            waited = time.time() - meta.created_at
+            if waited >= meta.timeout_seconds:
+                return Resource(
+                    phase=Phase.FAILED,
+                    message=(
+                        f"sensor {meta.sensor_name} timed out: its condition was not met within "
+                        f"{meta.timeout_seconds:g}s (the task's timeout) of CreateTask"
+                    ),
+                )
+        inputs = _decode_inputs(meta)
+        if meta.created_at is not None and "started_at" in _poke_params(sensor) and "started_at" not in inputs:
+            inputs["started_at"] = datetime.datetime.fromtimestamp(meta.created_at, datetime.UTC)
+        bound = sensor.with_config(meta.sensor_config)
+        budget = self.poke_timeout
+        if timeout is not None:
+            # Answer before the caller gives up: an unanswered GetTask counts as a system
+            # failure in propeller (flytekit#2439), a RUNNING answer just polls again.
+            budget = min(budget, timeout - min(0.5, timeout * 0.1))
+        budget = max(budget, _MIN_POKE_BUDGET)
+        try:
+            done = await asyncio.wait_for(_poke(bound, inputs), budget)
+        except TimeoutError:
+            return Resource(
+                phase=Phase.RUNNING,
+                message=f"poke of {meta.sensor_name} did not finish within {budget:.2f}s; it will be poked again",
+            )
+        if done:
+            return Resource(phase=Phase.SUCCEEDED, message=f"{meta.sensor_name}: condition met")
+        return Resource(phase=Phase.RUNNING)
+
+    async def delete(self, resource_meta: SensorMetadata, **kwargs: Any) -> None:
+        """Nothing to cancel: a sensor holds no external job."""
+
+
+async def _poke(sensor: BaseSensor, inputs: dict[str, Any]) -> bool:
+    if inspect.iscoroutinefunction(sensor.poke):
+        return bool(await sensor.poke(**inputs))
+    result = await asyncio.to_thread(sensor.poke, **inputs)
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)
+
+
+def _decode_inputs(meta: SensorMetadata) -> dict[str, Any]:
+    if meta.inputs_literals:
+        try:
+            lm = literals_pb2.LiteralMap.FromString(base64.b64decode(meta.inputs_literals, validate=True))
+        except Exception as exc:
+            raise InvalidRequestError(f"sensor resource_meta has corrupt inputs: {type(exc).__name__}") from None
+        return literal_map_to_python(lm)
+    if meta.inputs is not None and not isinstance(meta.inputs, dict):
+        raise InvalidRequestError("sensor resource_meta inputs must be an object")
+    return dict(meta.inputs or {})
+
+
+def _poke_params(sensor: BaseSensor) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(sensor.poke).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+def _check_signature(sensor: BaseSensor, inputs: dict[str, Any]) -> None:
+    try:
+        inspect.signature(sensor.poke).bind(**inputs)
+    except TypeError as exc:
+        raise InvalidRequestError(f"sensor {sensor.sensor_name}: inputs do not match poke(): {exc}") from None
+    except ValueError:
+        return

@@ -1,0 +1,189 @@
+"""Connectors and sensors used by the tests, loaded through the real ``--connector`` mechanism.
+
+The "external system" of ``JobConnector`` is the clock: a job's whole state lives in its
+resource_meta (when it finishes, what it returns), so any replica can answer for it, which
+is exactly the statelessness propeller's round-robin needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flyteidl.admin import agent_pb2
+from flyteidl.core import execution_pb2, tasks_pb2
+
+from connector_service import (
+    AsyncConnectorBase,
+    Phase,
+    Resource,
+    ResourceMeta,
+    SyncConnectorBase,
+    read_custom,
+    read_inputs,
+)
+from sensors import BaseSensor
+
+
+@dataclass
+class JobMeta(ResourceMeta):
+    job_id: str
+    done_at: float
+    result: Any = None
+    fail: str | None = None
+    cancel_marker: str | None = None
+
+
+class JobConnector(AsyncConnectorBase):
+    """A job that finishes ``custom.seconds`` after creation with ``result = inputs.x * 2``."""
+
+    name = "Job Connector"
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=JobMeta, task_type_name="job", task_type_version=0)
+
+    async def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> JobMeta:
+        custom = read_custom(task_template)
+        values = read_inputs(inputs, task_template)
+        return JobMeta(
+            job_id=f"job-{time.time_ns()}",
+            done_at=time.time() + float(custom.get("seconds", 0)),
+            result=values.get("x", 0) * 2,
+            fail=custom.get("fail"),
+            cancel_marker=custom.get("cancel_marker"),
+        )
+
+    async def get(self, resource_meta: JobMeta, **kw: Any) -> Resource:
+        if resource_meta.cancel_marker and Path(resource_meta.cancel_marker).exists():
+            return Resource(phase=Phase.ABORTED, message="cancelled")
+        if time.time() < resource_meta.done_at:
+            link = execution_pb2.TaskLog(uri=f"https://jobs.example/{resource_meta.job_id}", name="Job console")
+            return Resource(phase=Phase.RUNNING, message="running", log_links=[link])
+        if resource_meta.fail:
+            return Resource(phase=Phase.FAILED, message=resource_meta.fail)
+        return Resource(phase=Phase.SUCCEEDED, outputs={"y": resource_meta.result}, custom_info={"job": resource_meta.job_id})
+
+    async def delete(self, resource_meta: JobMeta, **kw: Any) -> None:
+        if resource_meta.cancel_marker:
+            Path(resource_meta.cancel_marker).touch()
+
+    async def get_logs(self, resource_meta: JobMeta, **kw: Any):  # type: ignore[no-untyped-def]
+        for i in range(3):
+            await asyncio.sleep(0)
+            yield f"{resource_meta.job_id} line {i}"
+
+    def get_metrics(self, resource_meta: JobMeta, **kw: Any) -> agent_pb2.GetTaskMetricsResponse:
+        return agent_pb2.GetTaskMetricsResponse()
+
+
+@dataclass
+class PlainMeta(ResourceMeta):
+    seconds: float = 0.0
+
+
+class BlockingConnector(AsyncConnectorBase):
+    """Plain ``def`` methods that block, as connectors wrapping blocking client libraries do."""
+
+    name = "Blocking Connector"
+    active = 0
+    peak = 0
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=PlainMeta, task_type_name="blocking", task_type_version=0)
+
+    def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> PlainMeta:
+        return PlainMeta(seconds=float(read_custom(task_template).get("seconds", 0.2)))
+
+    def get(self, resource_meta: PlainMeta, **kw: Any) -> Resource:
+        cls = type(self)
+        with cls._lock:
+            cls.active += 1
+            cls.peak = max(cls.peak, cls.active)
+        try:
+            time.sleep(resource_meta.seconds)
+        finally:
+            with cls._lock:
+                cls.active -= 1
+        return Resource(phase=Phase.SUCCEEDED, message=f"slept in {threading.current_thread().name}")
+
+    def delete(self, resource_meta: PlainMeta, **kw: Any) -> None:
+        return None
+
+
+class SlowConnector(AsyncConnectorBase):
+    """Async methods that take longer than callers wait; records cancellations."""
+
+    name = "Slow Connector"
+    cancelled = 0
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=PlainMeta, task_type_name="slow", task_type_version=1)
+
+    async def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> PlainMeta:
+        return PlainMeta(seconds=float(read_custom(task_template).get("seconds", 5)))
+
+    async def get(self, resource_meta: PlainMeta, **kw: Any) -> Resource:
+        try:
+            await asyncio.sleep(resource_meta.seconds)
+        except asyncio.CancelledError:
+            type(self).cancelled += 1
+            raise
+        return Resource(phase=Phase.SUCCEEDED)
+
+    async def delete(self, resource_meta: PlainMeta, **kw: Any) -> None:
+        return None
+
+
+class FailingConnector(AsyncConnectorBase):
+    name = "Failing Connector"
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=PlainMeta, task_type_name="failing", task_type_version=0)
+
+    async def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> PlainMeta:
+        raise RuntimeError("the job API said no (request id 42)")
+
+    async def get(self, resource_meta: PlainMeta, **kw: Any) -> Resource:
+        return Resource(phase=Phase.SUCCEEDED, outputs={"y": "not a number"})
+
+    async def delete(self, resource_meta: PlainMeta, **kw: Any) -> None:
+        raise KeyError("boom")
+
+
+class UpperConnector(SyncConnectorBase):
+    """Sync connector: upper-cases the ``s`` input; ``s == "fail"`` fails the task."""
+
+    name = "Upper Connector"
+
+    def __init__(self) -> None:
+        super().__init__(task_type_name="upper", task_type_version=2)
+
+    def do(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None,
+           task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None) -> Resource:
+        s = read_inputs(inputs, task_template)["s"]
+        if s == "fail":
+            return Resource(phase=Phase.FAILED, message="asked to fail")
+        namespace = task_execution_metadata.namespace if task_execution_metadata else ""
+        return Resource(phase=Phase.SUCCEEDED, outputs={"s": s.upper(), "n": len(s), "ns": namespace})
+
+
+class SlowSensor(BaseSensor):
+    """A sensor whose poke takes ``sensor_config.seconds``."""
+
+    async def poke(self, marker: str) -> bool:
+        await asyncio.sleep(float(self.sensor_config.get("seconds", 0)))
+        return os.path.exists(marker)
+
+
+job = JobConnector()
+blocking = BlockingConnector()
+slow = SlowConnector()
+failing = FailingConnector()
+upper = UpperConnector()
+ALL = [job, blocking, slow, failing, upper, SlowSensor]

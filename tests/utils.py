@@ -1,0 +1,93 @@
+"""Shared test helpers: a real service on a loopback port and flyteidl stubs to call it."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.core import literals_pb2, tasks_pb2
+from flyteidl.service import agent_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
+
+from connector_service import ConnectorRegistry, ConnectorService, Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLES = "tests.sample_connectors:ALL"
+
+
+@dataclass
+class Running:
+    service: ConnectorService
+    channel: grpc.aio.Channel
+    address: str
+
+    @property
+    def async_stub(self) -> agent_pb2_grpc.AsyncAgentServiceStub:
+        return agent_pb2_grpc.AsyncAgentServiceStub(self.channel)
+
+    @property
+    def sync_stub(self) -> agent_pb2_grpc.SyncAgentServiceStub:
+        return agent_pb2_grpc.SyncAgentServiceStub(self.channel)
+
+    @property
+    def metadata_stub(self) -> agent_pb2_grpc.AgentMetadataServiceStub:
+        return agent_pb2_grpc.AgentMetadataServiceStub(self.channel)
+
+    @property
+    def health_stub(self) -> health_pb2_grpc.HealthStub:
+        return health_pb2_grpc.HealthStub(self.channel)
+
+
+def test_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_port": 0,
+        "shutdown_delay": 0,
+        "grace_period": 2,
+        "thread_pool_size": 8,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def run_service(connectors: tuple[str, ...] = (SAMPLES,), **overrides: Any) -> AsyncIterator[Running]:
+    settings = test_settings(**overrides)
+    registry = ConnectorRegistry.build(connectors, use_entry_points=True)
+    service = ConnectorService(settings, registry)
+    await service.start()
+    address = f"127.0.0.1:{service.port}"
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield Running(service=service, channel=channel, address=address)
+    finally:
+        await channel.close()
+        await service.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sync_requests(
+    template: tasks_pb2.TaskTemplate, inputs: literals_pb2.LiteralMap, output_prefix: str = "s3://bucket/out"
+) -> list[agent_pb2.ExecuteTaskSyncRequest]:
+    """Propeller's sequence: header, then inputs, then half-close."""
+    return [
+        agent_pb2.ExecuteTaskSyncRequest(
+            header=agent_pb2.CreateRequestHeader(template=template, output_prefix=output_prefix)
+        ),
+        agent_pb2.ExecuteTaskSyncRequest(inputs=inputs),
+    ]
