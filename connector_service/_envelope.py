@@ -50,7 +50,8 @@ def compact_output_types(variables: interface_pb2.VariableMap) -> bytes:
         lt.CopyFrom(variable.type)
         _strip(lt)
         compact.variables[name].type.CopyFrom(lt)
-    return compact.SerializeToString(deterministic=True)
+    data: bytes = compact.SerializeToString(deterministic=True)
+    return data
 
 
 def _strip(lt: types_pb2.LiteralType) -> None:

@@ -193,9 +193,7 @@ def _read_scalar(lit: Literal, lt: LiteralType | None, name: str) -> Any:
         return _struct_to_dict(scalar.generic)
     if kind == "binary":
         binary = scalar.binary
-        if binary.tag == _MSGPACK_TAG and not (
-            lt is not None and lt.HasField("simple") and lt.simple == _BINARY
-        ):
+        if binary.tag == _MSGPACK_TAG and not (lt is not None and lt.HasField("simple") and lt.simple == _BINARY):
             try:
                 return msgpack.unpackb(binary.value, raw=False, strict_map_key=False)
             except Exception as exc:
@@ -300,9 +298,7 @@ def to_literal(value: Any, literal_type: LiteralType | None = None, *, name: str
     return out
 
 
-def python_to_literal_map(
-    values: Mapping[str, Any], types: Mapping[str, LiteralType] | None = None
-) -> LiteralMap:
+def python_to_literal_map(values: Mapping[str, Any], types: Mapping[str, LiteralType] | None = None) -> LiteralMap:
     """Convert connector outputs to a LiteralMap; keys without a declared type are inferred."""
     if isinstance(values, LiteralMap):
         return values
@@ -310,9 +306,7 @@ def python_to_literal_map(
     literals = lm.literals
     for key, value in values.items():
         if not isinstance(key, str):
-            raise LiteralConversionError(
-                f"output {_short(key)}: output names must be str, got {type(key).__name__}"
-            )
+            raise LiteralConversionError(f"output {_short(key)}: output names must be str, got {type(key).__name__}")
         if isinstance(value, Literal):
             literals[key].CopyFrom(value)
         else:
@@ -437,9 +431,7 @@ def _fill_struct(struct: Any, mapping: Mapping[Any, Any], name: str) -> None:
     fields = struct.fields
     for k, v in mapping.items():
         if not isinstance(k, str):
-            raise LiteralConversionError(
-                f"{name}: STRUCT keys must be str, got {type(k).__name__} {_short(k)}"
-            )
+            raise LiteralConversionError(f"{name}: STRUCT keys must be str, got {type(k).__name__} {_short(k)}")
         _set_value(fields[k], v, f"{name}[{k!r}]")
 
 
@@ -468,9 +460,7 @@ def _set_value(slot: Any, v: Any, name: str) -> None:
         for i, item in enumerate(v):
             _set_value(lv.values.add(), item, f"{name}[{i}]")
     else:
-        raise LiteralConversionError(
-            f"{name}: STRUCT values must be JSON-like, got {type(v).__name__} {_short(v)}"
-        )
+        raise LiteralConversionError(f"{name}: STRUCT values must be JSON-like, got {type(v).__name__} {_short(v)}")
 
 
 def _w_unsupported(value: Any, lt: LiteralType, name: str, out: Literal) -> None:

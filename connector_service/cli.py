@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     _logging.configure(settings.log_level, settings.log_format)
+    if settings.app_dir:
+        sys.path.insert(0, os.path.abspath(settings.app_dir))
     try:
         registry = ConnectorRegistry.build(settings.connectors, use_entry_points=settings.entry_points)
     except RegistryError as exc:
@@ -60,7 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def describe(registry: ConnectorRegistry) -> str:
     rows = [("CONNECTOR", "TASK TYPE", "VERSION", "SYNC", "SOURCE")]
     for entry in sorted(registry.connectors(), key=lambda e: (e.category.name, e.category.version)):
-        rows.append((entry.name, entry.category.name, str(entry.category.version), str(entry.is_sync).lower(), entry.source))
+        rows.append(
+            (
+                entry.name,
+                entry.category.name,
+                str(entry.category.version),
+                str(entry.is_sync).lower(),
+                entry.source,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     sensors = registry.sensors()
@@ -79,7 +89,7 @@ def _run(settings: Settings, registry: ConnectorRegistry) -> int:
                 print("connector-service serve: --loop uvloop but uvloop is not installed", file=sys.stderr)
                 return 2
         else:
-            return uvloop.run(_serve(settings, registry))  # type: ignore[no-any-return]
+            return uvloop.run(_serve(settings, registry))
     return asyncio.run(_serve(settings, registry))
 
 

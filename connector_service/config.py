@@ -4,12 +4,14 @@ an optional YAML file and defaults (in that order of precedence), then passed do
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -43,7 +45,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus port; 0 turns metrics serving off.")
 
     # -- connectors ----------------------------------------------------------------------------
-    connectors: list[str] = Field(
+    connectors: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validation_alias=AliasChoices("connector", "connectors"),
         description=(
@@ -51,8 +53,12 @@ class Settings(BaseSettings):
             "env CONNECTOR_CONNECTORS takes a JSON list."
         ),
     )
+    app_dir: str = Field(
+        ".", description="Directory put first on sys.path to import --connector modules from (as uvicorn's --app-dir)."
+    )
     entry_points: bool = Field(
-        True, description="Load connectors and sensors that installed packages declare (group flyte.connectors)."
+        True,
+        description="Load connectors and sensors that installed packages declare (group flyte.connectors).",
     )
 
     # -- execution -----------------------------------------------------------------------------
@@ -63,7 +69,9 @@ class Settings(BaseSettings):
         description="Threads that run plain-def (blocking) connector and sensor methods.",
     )
     sensor_poke_timeout: float = Field(
-        30.0, gt=0, description="Upper bound in seconds on one sensor poke (the caller's deadline also bounds it)."
+        30.0,
+        gt=0,
+        description="Upper bound in seconds on one sensor poke (the caller's deadline also bounds it).",
     )
     loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="Event loop: uvloop when installed (auto), or the standard asyncio loop."
@@ -77,7 +85,9 @@ class Settings(BaseSettings):
 
     # -- limits and security -------------------------------------------------------------------
     max_message_size: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent, in bytes (propeller: 4 MiB)."
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest gRPC message accepted or sent, in bytes (propeller: 4 MiB).",
     )
     resource_meta_key: SecretStr | None = Field(
         None, description="If set, resource_meta is signed (HMAC-SHA256) and unsigned metas are refused."
@@ -91,7 +101,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_connectors(cls, value: Any) -> Any:
         # Accept "a:b,c:d" from env as well as a JSON list, since both are common in manifests.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
@@ -131,7 +143,7 @@ class Settings(BaseSettings):
         from pydantic_settings import SettingsError as _PydanticSettingsError
 
         try:
-            return cls(_cli_parse_args=list(cli_args), **overrides)
+            return cls(_cli_parse_args=list(cli_args), **overrides)  # type: ignore[call-arg]
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
@@ -141,4 +153,3 @@ class Settings(BaseSettings):
             raise SettingsError("invalid settings:\n" + "\n".join(problems)) from None
         except _PydanticSettingsError as exc:
             raise SettingsError(f"invalid settings: {exc}") from None
-

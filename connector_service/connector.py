@@ -82,7 +82,7 @@ def _dataclass_from_dict(cls: type[_T], values: Mapping[str, Any]) -> _T:
         raise ValueError(f"expected a JSON object for {cls.__name__}, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         if field.name not in values:
             continue
         value = values[field.name]
@@ -151,7 +151,7 @@ class AsyncConnectorBase(ConnectorBase):
         task_template: tasks_pb2.TaskTemplate,
         output_prefix: str,
         inputs: literals_pb2.LiteralMap | None = None,
-        task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None,
+        task_execution_metadata: agent_pb2.TaskExecutionMetadata | None = None,
         **kwargs: Any,
     ) -> Any:
         """Start the job and return a ``ResourceMeta`` that finds it again."""
@@ -221,5 +221,3 @@ def read_inputs(inputs: literals_pb2.LiteralMap | None, task_template: tasks_pb2
 def read_custom(task_template: tasks_pb2.TaskTemplate) -> dict[str, Any]:
     """The template's ``custom`` struct as a plain dict (numbers arrive as floats, as in flytekit)."""
     return dict(json_format.MessageToDict(task_template.custom))
-
-

@@ -66,7 +66,10 @@ def status_for(exc: BaseException, operation: str, task: str) -> Failure:
     elif isinstance(exc, InvalidRequestError | ResourceMetaError | LiteralConversionError):
         code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     elif isinstance(exc, NotImplementedError):
-        code, message = grpc.StatusCode.UNIMPLEMENTED, str(exc) or f"{operation} is not implemented for {task}"
+        code, message = (
+            grpc.StatusCode.UNIMPLEMENTED,
+            str(exc) or f"{operation} is not implemented for {task}",
+        )
     elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
         code = grpc.StatusCode.DEADLINE_EXCEEDED
         message = f"{operation} for {task} did not finish within the call's deadline"

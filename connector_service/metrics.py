@@ -7,8 +7,14 @@ exposes no quantiles), so p99 can be computed.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client import gc_collector, platform_collector, process_collector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    gc_collector,
+    platform_collector,
+    process_collector,
+)
 
 __all__ = ["ConnectorMetrics", "LATENCY_BUCKETS", "new_registry"]
 

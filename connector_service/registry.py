@@ -64,9 +64,7 @@ class _Method:
             params = inspect.signature(fn).parameters.values()
         except (TypeError, ValueError):
             params = ()  # type: ignore[assignment]
-        explicit = frozenset(
-            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        )
+        explicit = frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
         is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         if not is_async and callable(fn) and not inspect.isfunction(fn) and not inspect.ismethod(fn):
             is_async = inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
@@ -138,9 +136,7 @@ class ConnectorRegistry:
         elif isinstance(obj, BaseSensor) or (isinstance(obj, type) and issubclass(obj, BaseSensor)):
             self.register_sensor(obj, source=source)
         elif isinstance(obj, type) and issubclass(obj, ConnectorBase):
-            raise RegistryError(
-                f"{source}: {obj.__qualname__} is a connector class; register an instance of it"
-            )
+            raise RegistryError(f"{source}: {obj.__qualname__} is a connector class; register an instance of it")
         elif isinstance(obj, list | tuple):
             for item in obj:
                 self.add(item, source)
@@ -191,20 +187,19 @@ class ConnectorRegistry:
         from sensors.base import BaseSensor
 
         if isinstance(sensor, type):
+            sensor_cls = sensor
             try:
-                sensor = sensor()
+                sensor = sensor_cls()
             except TypeError as exc:
                 raise RegistryError(
-                    f"{source}: cannot instantiate sensor {sensor.__qualname__} without arguments ({exc}); "
+                    f"{source}: cannot instantiate sensor {sensor_cls.__qualname__} without arguments ({exc}); "
                     "register an instance instead"
                 ) from None
         if not isinstance(sensor, BaseSensor):
             raise RegistryError(f"{source}: {type(sensor).__qualname__} is not a BaseSensor")
         name = sensor.sensor_name
         if name in self._sensors:
-            raise RegistryError(
-                f"Duplicate sensor name {name!r}: from {self._sensor_sources[name]} and from {source}"
-            )
+            raise RegistryError(f"Duplicate sensor name {name!r}: from {self._sensor_sources[name]} and from {source}")
         for alias in (name, *sensor.aliases):
             owner = self._sensor_aliases.get(alias)
             if owner is not None and owner != name:

@@ -93,9 +93,7 @@ class ConnectorService:
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = _bind_address(settings.host, settings.port)
         try:
             self.port = server.add_insecure_port(address)
@@ -111,7 +109,9 @@ class ConnectorService:
                 )
             except OSError as exc:
                 await server.stop(None)
-                raise StartupError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}") from None
+                raise StartupError(
+                    f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+                ) from None
             self.metrics_port = self._metrics_http.server_port
 
         for name in ("", *SERVICE_NAMES):

@@ -56,7 +56,7 @@ class _Call:
 
     def timeout(self) -> float | None:
         """What is left of the caller's deadline, less a margin for the reply to travel."""
-        remaining = self._context.time_remaining()
+        remaining: float | None = self._context.time_remaining()
         if remaining is None:
             return None
         return max(remaining - _DEADLINE_MARGIN, 0.0)
@@ -73,8 +73,15 @@ class _Call:
             self._metrics.observe_success(self.task_type, self.operation, elapsed)
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug(
-                    "%s %s ok in %.1f ms", self.operation, self.task_label, elapsed * 1000,
-                    extra={"operation": self.operation, "task_type": self.task_type, "duration_ms": elapsed * 1000},
+                    "%s %s ok in %.1f ms",
+                    self.operation,
+                    self.task_label,
+                    elapsed * 1000,
+                    extra={
+                        "operation": self.operation,
+                        "task_type": self.task_type,
+                        "duration_ms": elapsed * 1000,
+                    },
                 )
             return False
         if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
@@ -84,7 +91,14 @@ class _Call:
         self._metrics.observe_failure(self.task_type, self.operation, failure.error_code, elapsed)
         extra = {"operation": self.operation, "task_type": self.task_type, "grpc_code": failure.code.name}
         if failure.expected:
-            _log.info("%s %s: %s: %s", self.operation, self.task_label, failure.code.name, failure.message, extra=extra)
+            _log.info(
+                "%s %s: %s: %s",
+                self.operation,
+                self.task_label,
+                failure.code.name,
+                failure.message,
+                extra=extra,
+            )
         else:
             _log.error("%s %s failed", self.operation, self.task_label, exc_info=exc, extra=extra)
         await self._context.abort(failure.code, failure.message)
@@ -156,7 +170,9 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
             return agent_pb2.CreateTaskResponse(resource_meta=sealed)
         raise AssertionError("unreachable")
 
-    async def GetTask(self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext) -> agent_pb2.GetTaskResponse:
+    async def GetTask(
+        self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetTaskResponse:
         async with _Call(context, "get", self._metrics) as call:
             entry = call.resolve(self._registry, _category_of(request))
             _require_async(entry, "GetTask")
@@ -332,7 +348,9 @@ class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):  # typ
         self._metrics = metrics
         self._list = agent_pb2.ListAgentsResponse(agents=registry.agents())
 
-    async def GetAgent(self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext) -> agent_pb2.GetAgentResponse:
+    async def GetAgent(
+        self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetAgentResponse:
         async with _Call(context, "get_agent", self._metrics):
             agent = self._registry.agent(request.name)
             if agent is None:

@@ -44,7 +44,9 @@ def _literal_type(spec: Any) -> types_pb2.LiteralType:
         return types_pb2.LiteralType(simple=types_pb2.SimpleType.DATETIME)
     if spec is datetime.timedelta:
         return types_pb2.LiteralType(simple=types_pb2.SimpleType.DURATION)
-    raise TypeError(f"task_template: give a LiteralType or one of bool/int/float/str/bytes/dict/datetime/timedelta, got {spec!r}")
+    raise TypeError(
+        f"task_template: give a LiteralType or one of bool/int/float/str/bytes/dict/datetime/timedelta, got {spec!r}"
+    )
 
 
 def _variables(specs: Mapping[str, Any] | None) -> interface_pb2.VariableMap:
@@ -115,7 +117,7 @@ class ConnectorTestHarness:
         inputs: Mapping[str, Any] | literals_pb2.LiteralMap | None = None,
         *,
         output_prefix: str = "file:///tmp/outputs",
-        task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None,
+        task_execution_metadata: agent_pb2.TaskExecutionMetadata | None = None,
         timeout: float | None = None,
     ) -> bytes:
         """CreateTask: returns the resource_meta bytes propeller would store."""
@@ -124,7 +126,7 @@ class ConnectorTestHarness:
                 "task_template": template,
                 "output_prefix": output_prefix,
                 "inputs": self._inputs(template, inputs),
-                "task_execution_metadata": task_execution_metadata or tasks_pb2.TaskExecutionMetadata(),
+                "task_execution_metadata": task_execution_metadata or agent_pb2.TaskExecutionMetadata(),
             },
             {"timeout": timeout},
         )
@@ -152,12 +154,16 @@ class ConnectorTestHarness:
         inputs: Mapping[str, Any] | literals_pb2.LiteralMap | None = None,
         *,
         output_prefix: str = "file:///tmp/outputs",
-        task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None,
+        task_execution_metadata: agent_pb2.TaskExecutionMetadata | None = None,
     ) -> agent_pb2.Resource:
         """ExecuteTaskSync: the Resource proto propeller would receive (must be terminal)."""
         resource = await self._entry.methods["do"](
-            {"task_template": template, "output_prefix": output_prefix, "inputs": self._inputs(template, inputs)},
-            {"task_execution_metadata": task_execution_metadata or tasks_pb2.TaskExecutionMetadata()},
+            {
+                "task_template": template,
+                "output_prefix": output_prefix,
+                "inputs": self._inputs(template, inputs),
+            },
+            {"task_execution_metadata": task_execution_metadata or agent_pb2.TaskExecutionMetadata()},
         )
         proto = resource_to_proto(resource, variable_types(template.interface.outputs), connector=self.connector.name)
         if not is_terminal_phase(proto.phase):
@@ -168,5 +174,3 @@ class ConnectorTestHarness:
     def outputs(resource: agent_pb2.Resource) -> dict[str, Any]:
         """A Resource's outputs as Python values."""
         return literal_map_to_python(resource.outputs)
-
-

@@ -47,7 +47,9 @@ class JobConnector(AsyncConnectorBase):
     def __init__(self) -> None:
         super().__init__(metadata_type=JobMeta, task_type_name="job", task_type_version=0)
 
-    async def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> JobMeta:
+    async def create(
+        self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any
+    ) -> JobMeta:
         custom = read_custom(task_template)
         values = read_inputs(inputs, task_template)
         return JobMeta(
@@ -66,7 +68,11 @@ class JobConnector(AsyncConnectorBase):
             return Resource(phase=Phase.RUNNING, message="running", log_links=[link])
         if resource_meta.fail:
             return Resource(phase=Phase.FAILED, message=resource_meta.fail)
-        return Resource(phase=Phase.SUCCEEDED, outputs={"y": resource_meta.result}, custom_info={"job": resource_meta.job_id})
+        return Resource(
+            phase=Phase.SUCCEEDED,
+            outputs={"y": resource_meta.result},
+            custom_info={"job": resource_meta.job_id},
+        )
 
     async def delete(self, resource_meta: JobMeta, **kw: Any) -> None:
         if resource_meta.cancel_marker:
@@ -97,7 +103,9 @@ class BlockingConnector(AsyncConnectorBase):
     def __init__(self) -> None:
         super().__init__(metadata_type=PlainMeta, task_type_name="blocking", task_type_version=0)
 
-    def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> PlainMeta:
+    def create(
+        self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any
+    ) -> PlainMeta:
         return PlainMeta(seconds=float(read_custom(task_template).get("seconds", 0.2)))
 
     def get(self, resource_meta: PlainMeta, **kw: Any) -> Resource:
@@ -125,7 +133,9 @@ class SlowConnector(AsyncConnectorBase):
     def __init__(self) -> None:
         super().__init__(metadata_type=PlainMeta, task_type_name="slow", task_type_version=1)
 
-    async def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> PlainMeta:
+    async def create(
+        self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any
+    ) -> PlainMeta:
         return PlainMeta(seconds=float(read_custom(task_template).get("seconds", 5)))
 
     async def get(self, resource_meta: PlainMeta, **kw: Any) -> Resource:
@@ -146,7 +156,9 @@ class FailingConnector(AsyncConnectorBase):
     def __init__(self) -> None:
         super().__init__(metadata_type=PlainMeta, task_type_name="failing", task_type_version=0)
 
-    async def create(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any) -> PlainMeta:
+    async def create(
+        self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any
+    ) -> PlainMeta:
         raise RuntimeError("the job API said no (request id 42)")
 
     async def get(self, resource_meta: PlainMeta, **kw: Any) -> Resource:
@@ -164,8 +176,13 @@ class UpperConnector(SyncConnectorBase):
     def __init__(self) -> None:
         super().__init__(task_type_name="upper", task_type_version=2)
 
-    def do(self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None,
-           task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None) -> Resource:
+    def do(
+        self,
+        task_template: tasks_pb2.TaskTemplate,
+        output_prefix: str,
+        inputs: Any = None,
+        task_execution_metadata: agent_pb2.TaskExecutionMetadata | None = None,
+    ) -> Resource:
         s = read_inputs(inputs, task_template)["s"]
         if s == "fail":
             return Resource(phase=Phase.FAILED, message="asked to fail")

@@ -91,9 +91,7 @@ DECLARED_ONLY_LEAVES: list[Spec] = [
 
 
 def _extend(kids: st.SearchStrategy[Spec], *, min_size: int = 0) -> st.SearchStrategy[Spec]:
-    lists = kids.map(
-        lambda s: (LiteralType(collection_type=s[0]), st.lists(s[1], min_size=min_size, max_size=4))
-    )
+    lists = kids.map(lambda s: (LiteralType(collection_type=s[0]), st.lists(s[1], min_size=min_size, max_size=4)))
     maps = kids.map(
         lambda s: (
             LiteralType(map_value_type=s[0]),

@@ -34,7 +34,9 @@ async def create(svc: Running, template, inputs=None, timeout: float = 10) -> by
     return bytes(response.resource_meta)
 
 
-async def get(svc: Running, meta: bytes, name: str = "job", version: int = 0, timeout: float = 10) -> agent_pb2.Resource:
+async def get(
+    svc: Running, meta: bytes, name: str = "job", version: int = 0, timeout: float = 10
+) -> agent_pb2.Resource:
     response = await svc.async_stub.GetTask(
         agent_pb2.GetTaskRequest(task_category=cat(name, version), resource_meta=meta, output_prefix="s3://b/p"),
         timeout=timeout,
@@ -116,7 +118,9 @@ async def test_delete_is_forwarded_and_idempotent(svc: Running, tmp_path: Path) 
     template = task_template("job", custom={"seconds": 60, "cancel_marker": str(marker)}, inputs={"x": int})
     meta = await create(svc, template, {"x": 1})
     for _ in range(2):
-        await svc.async_stub.DeleteTask(agent_pb2.DeleteTaskRequest(task_category=cat("job"), resource_meta=meta), timeout=5)
+        await svc.async_stub.DeleteTask(
+            agent_pb2.DeleteTaskRequest(task_category=cat("job"), resource_meta=meta), timeout=5
+        )
     assert marker.exists()
     assert (await get(svc, meta)).phase == Phase.ABORTED
 
@@ -142,7 +146,9 @@ async def test_resource_meta_of_flytekit_shape_is_accepted(svc: Running) -> None
 
 async def test_logs_stream_and_metrics(svc: Running) -> None:
     meta = await create(svc, task_template("job", inputs={"x": int}), {"x": 1})
-    stream = svc.async_stub.GetTaskLogs(agent_pb2.GetTaskLogsRequest(task_category=cat("job"), resource_meta=meta), timeout=5)
+    stream = svc.async_stub.GetTaskLogs(
+        agent_pb2.GetTaskLogsRequest(task_category=cat("job"), resource_meta=meta), timeout=5
+    )
     lines = [line async for message in stream for line in message.body.results]
     assert len(lines) == 3
     assert lines[2].endswith("line 2")
@@ -159,7 +165,9 @@ async def test_connector_without_logs_or_metrics_is_unimplemented(svc: Running) 
             agent_pb2.GetTaskMetricsRequest(task_category=cat("slow", 1), resource_meta=meta), timeout=5
         )
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    stream = svc.async_stub.GetTaskLogs(agent_pb2.GetTaskLogsRequest(task_category=cat("slow", 1), resource_meta=meta), timeout=5)
+    stream = svc.async_stub.GetTaskLogs(
+        agent_pb2.GetTaskLogsRequest(task_category=cat("slow", 1), resource_meta=meta), timeout=5
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         async for _ in stream:
             pass
@@ -174,8 +182,14 @@ async def test_connector_without_logs_or_metrics_is_unimplemented(svc: Running) 
     [
         ("CreateTask", lambda: agent_pb2.CreateTaskRequest(template=task_template("mytype", version=1))),
         ("GetTask", lambda: agent_pb2.GetTaskRequest(task_category=cat("mytype", 1), resource_meta=b"{}")),
-        ("DeleteTask", lambda: agent_pb2.DeleteTaskRequest(task_category=cat("mytype", 1), resource_meta=b"{}")),
-        ("GetTaskMetrics", lambda: agent_pb2.GetTaskMetricsRequest(task_category=cat("mytype", 1), resource_meta=b"{}")),
+        (
+            "DeleteTask",
+            lambda: agent_pb2.DeleteTaskRequest(task_category=cat("mytype", 1), resource_meta=b"{}"),
+        ),
+        (
+            "GetTaskMetrics",
+            lambda: agent_pb2.GetTaskMetricsRequest(task_category=cat("mytype", 1), resource_meta=b"{}"),
+        ),
     ],
 )
 async def test_unknown_task_type_is_not_found(svc: Running, rpc: str, request_factory) -> None:  # type: ignore[no-untyped-def]
@@ -187,7 +201,13 @@ async def test_unknown_task_type_is_not_found(svc: Running, rpc: str, request_fa
 
 @pytest.mark.parametrize(
     "meta",
-    [b"garbage", b"\x80\x05\x95" + pickle.dumps({"job_id": "x"})[3:], b"", b"\x00FCS\x00\xff\xff", b'["a list"]'],
+    [
+        b"garbage",
+        b"\x80\x05\x95" + pickle.dumps({"job_id": "x"})[3:],
+        b"",
+        b"\x00FCS\x00\xff\xff",
+        b'["a list"]',
+    ],
     ids=["not-json", "pickle", "empty", "truncated-envelope", "wrong-json-shape"],
 )
 async def test_undecodable_resource_meta_is_invalid_argument(svc: Running, meta: bytes) -> None:
@@ -208,7 +228,8 @@ async def test_connector_exception_is_internal_with_a_short_message(svc: Running
     assert "Traceback" not in details and ".py" not in details
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await svc.async_stub.DeleteTask(
-            agent_pb2.DeleteTaskRequest(task_category=cat("failing"), resource_meta=b'{"seconds": 1}'), timeout=5
+            agent_pb2.DeleteTaskRequest(task_category=cat("failing"), resource_meta=b'{"seconds": 1}'),
+            timeout=5,
         )
     assert err.value.code() == grpc.StatusCode.INTERNAL
 
@@ -278,7 +299,10 @@ def _inputs() -> agent_pb2.ExecuteTaskSyncRequest:
         (lambda t: [_inputs()], "expected the first message to be a header"),
         (lambda t: [], "got end of stream"),
         (lambda t: [_header(t)], "expected an inputs message after the header, got end of stream"),
-        (lambda t: [_header(t), _header(t)], "expected an inputs message after the header, got a header message"),
+        (
+            lambda t: [_header(t), _header(t)],
+            "expected an inputs message after the header, got a header message",
+        ),
         (lambda t: [_header(t), _inputs(), _inputs()], "expected the client to half-close after inputs"),
     ],
     ids=["inputs-first", "empty", "no-inputs", "two-headers", "extra-message"],
@@ -293,7 +317,10 @@ async def test_sync_stream_out_of_order_is_invalid_argument(svc: Running, messag
 
 
 async def test_sync_unknown_type_and_async_connector(svc: Running) -> None:
-    for template, code in ((task_template("nope"), grpc.StatusCode.NOT_FOUND), (task_template("job"), grpc.StatusCode.INVALID_ARGUMENT)):
+    for template, code in (
+        (task_template("nope"), grpc.StatusCode.NOT_FOUND),
+        (task_template("job"), grpc.StatusCode.INVALID_ARGUMENT),
+    ):
         call = svc.sync_stub.ExecuteTaskSync(iter(sync_requests(template, literals_pb2.LiteralMap())), timeout=5)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in call:
@@ -343,3 +370,19 @@ async def test_blob_outputs_travel_by_uri(svc: Running) -> None:
     inputs = python_to_literal_map({"f": "s3://bucket/data.csv"}, {"f": blob_type})
     responses = [r async for r in svc.sync_stub.ExecuteTaskSync(iter(sync_requests(template, inputs)), timeout=5)]
     assert literal_map_to_python(responses[0].header.resource.outputs) == {"f": File("s3://bucket/data.csv", "csv")}
+
+
+async def test_signed_resource_meta_refuses_metas_it_did_not_issue() -> None:
+    async with run_service(resource_meta_key="k1") as signed, run_service(resource_meta_key="k2") as other:
+        template = task_template("job", inputs={"x": int}, outputs={"y": int})
+        meta = await create(signed, template, {"x": 4})
+        assert (await get(signed, meta)).outputs.literals["y"].scalar.primitive.integer == 8
+        tampered = meta[:-40] + bytes([meta[-40] ^ 1]) + meta[-39:]
+        forged = b'{"job_id": "x", "done_at": 0, "result": 1, "fail": null, "cancel_marker": null}'
+        for bad in (tampered, forged):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await get(signed, bad)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await get(other, meta)  # signed by another key
+        assert "signature" in (err.value.details() or "")

@@ -1,0 +1,63 @@
+"""Health, reflection and metrics of a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import grpc
+import pytest
+from flyteidl.admin import agent_pb2
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from connector_service.server import SERVICE_NAMES
+from connector_service.testing import task_template
+from tests.utils import Running, free_port, run_service
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_health_is_serving_for_the_server_and_each_service(svc: Running) -> None:
+    for name in ("", *SERVICE_NAMES):
+        response = await svc.health_stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert response.status == SERVING, name
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await svc.health_stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_health_turns_not_serving_on_stop() -> None:
+    async with run_service() as running:
+        watch = running.health_stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        first = await watch.read()
+        assert first.status == SERVING
+        stopping = asyncio.ensure_future(running.service.stop())
+        second = await watch.read()
+        assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+
+
+async def test_reflection_lists_the_services(svc: Running) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(svc.channel)
+    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    names = set()
+    async for response in call:
+        names |= {s.name for s in response.list_services_response.service}
+    assert set(SERVICE_NAMES) <= names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_metrics_endpoint_counts_requests_with_flytekit_names() -> None:
+    port = free_port()
+    async with run_service(metrics_port=port, metrics_host="127.0.0.1") as running:
+        await running.async_stub.CreateTask(
+            agent_pb2.CreateTaskRequest(template=task_template("job", inputs={"x": int})), timeout=5
+        )
+        with pytest.raises(grpc.aio.AioRpcError):
+            await running.async_stub.CreateTask(agent_pb2.CreateTaskRequest(template=task_template("nope")), timeout=5)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'flyte_connector_requests_success_total{operation="create",task_type="job"} 1.0' in body
+    assert 'flyte_connector_requests_failure_total{error_code="404",operation="create",task_type="nope"} 1.0' in body
+    assert 'flyte_connector_request_latency_seconds_bucket{le="0.005",operation="create",task_type="job"}' in body
+    assert "process_resident_memory_bytes" in body
