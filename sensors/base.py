@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import datetime
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, Self
 
 __all__ = ["BaseSensor"]
@@ -44,8 +44,12 @@ class BaseSensor(ABC):
         return type(self).__name__
 
     @abstractmethod
-    async def poke(self, **inputs: Any) -> bool:
-        """Return True once the condition holds. May also be a plain ``def`` (runs on the pool)."""
+    def poke(self, *args: Any, **inputs: Any) -> bool | Awaitable[bool]:
+        """Return True once the condition holds.
+
+        Write it as ``async def poke(self, path: str) -> bool`` (or a plain ``def``, which runs
+        on the service's thread pool); its parameters are the task's inputs.
+        """
 
     def with_config(self, sensor_config: Mapping[str, Any] | None) -> Self:
         if not sensor_config:

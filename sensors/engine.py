@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flyteidl.admin import agent_pb2
 from flyteidl.core import literals_pb2, tasks_pb2
 
 from connector_service._literals import literal_map_to_python
@@ -67,7 +68,7 @@ class SensorEngine(AsyncConnectorBase):
         task_template: tasks_pb2.TaskTemplate,
         output_prefix: str,
         inputs: literals_pb2.LiteralMap | None = None,
-        task_execution_metadata: tasks_pb2.TaskExecutionMetadata | None = None,
+        task_execution_metadata: agent_pb2.TaskExecutionMetadata | None = None,
         **kwargs: Any,
     ) -> SensorMetadata:
         custom = read_custom(task_template)
@@ -82,7 +83,10 @@ class SensorEngine(AsyncConnectorBase):
         literal_inputs = inputs if inputs is not None and inputs.literals else None
         # Check the inputs against poke's signature now, so a wrong task fails at create
         # with a clear message rather than on every poll.
-        values = literal_map_to_python(literal_inputs) if literal_inputs is not None else dict(custom.get("inputs") or {})
+        if literal_inputs is not None:
+            values = literal_map_to_python(literal_inputs)
+        else:
+            values = dict(custom.get("inputs") or {})
         _check_signature(sensor, values)
         timeout: float | None = None
         if task_template.metadata.HasField("timeout"):
@@ -118,6 +122,8 @@ class SensorEngine(AsyncConnectorBase):
                         f"{meta.timeout_seconds:g}s (the task's timeout) of CreateTask"
                     ),
                 )
+        if meta.sensor_config is not None and not isinstance(meta.sensor_config, dict):
+            raise InvalidRequestError("sensor resource_meta: sensor_config must be an object")
         inputs = _decode_inputs(meta)
         if meta.created_at is not None and "started_at" in _poke_params(sensor) and "started_at" not in inputs:
             inputs["started_at"] = datetime.datetime.fromtimestamp(meta.created_at, datetime.UTC)
@@ -144,11 +150,13 @@ class SensorEngine(AsyncConnectorBase):
 
 
 async def _poke(sensor: BaseSensor, inputs: dict[str, Any]) -> bool:
+    result: object
     if inspect.iscoroutinefunction(sensor.poke):
-        return bool(await sensor.poke(**inputs))
-    result = await asyncio.to_thread(sensor.poke, **inputs)
-    if inspect.isawaitable(result):
-        result = await result
+        result = await sensor.poke(**inputs)
+    else:
+        result = await asyncio.to_thread(sensor.poke, **inputs)
+        if inspect.isawaitable(result):
+            result = await result
     return bool(result)
 
 

@@ -4,28 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from connector_service.errors import InvalidRequestError
 from sensors.base import BaseSensor
 
 __all__ = ["FileSensor"]
+
+DEFAULT_PROTOCOLS = ("file", "s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl")
 
 
 class FileSensor(BaseSensor):
     """Waits for ``path``. Remote schemes (``s3://``, ``gs://``, ...) need fsspec and its backend.
 
-    ``sensor_config`` may carry ``storage_options`` (non-secret, e.g. an endpoint URL) for
-    fsspec; credentials come from the backend's usual environment (``AWS_*`` etc.).
+    The path comes from the task, so what it may reach is the operator's choice, not the
+    task's: only ``protocols`` are accepted (not ``http://``, which would let a task probe
+    internal addresses from inside the cluster), and fsspec ``storage_options`` come from the
+    constructor only; a task's ``sensor_config`` cannot point the service's credentials at
+    another endpoint. Credentials come from the backend's usual environment (``AWS_*`` etc.);
     flytekit's ``FLYTE_AWS_ENDPOINT`` is honoured for ``s3://``, as flytekit's sensor does.
+    Register ``FileSensor(protocols=[...], storage_options={...})`` to change either.
     """
 
     aliases = ("flytekit.sensor.file_sensor.FileSensor",)
 
-    async def poke(self, path: str) -> bool:  # type: ignore[override]
-        scheme, sep, _ = str(path).partition("://")
-        if not sep or scheme == "file":
-            local = str(path)[len("file://") :] if scheme == "file" and sep else str(path)
-            return await asyncio.to_thread(os.path.exists, local)
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        protocols: Iterable[str] = DEFAULT_PROTOCOLS,
+        storage_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.protocols = frozenset(protocols)
+        self.storage_options = dict(storage_options or {})
+
+    async def poke(self, path: str) -> bool:
+        scheme, sep, rest = str(path).partition("://")
+        if not sep:
+            return await asyncio.to_thread(os.path.exists, str(path))
+        if scheme not in self.protocols:
+            raise InvalidRequestError(
+                f"FileSensor: {scheme}:// paths are not allowed here (allowed: {', '.join(sorted(self.protocols))})"
+            )
+        if scheme == "file":
+            return await asyncio.to_thread(os.path.exists, rest)
         return await asyncio.to_thread(self._remote_exists, str(path), scheme)
 
     def _remote_exists(self, path: str, scheme: str) -> bool:
@@ -36,11 +61,10 @@ class FileSensor(BaseSensor):
                 f"FileSensor: {scheme}:// paths need fsspec and its {scheme} backend installed "
                 "(pip install 'flyte-connector-service[fsspec]' s3fs)"
             ) from None
-        options: dict[str, Any] = dict(self.sensor_config.get("storage_options") or {})
+        options: dict[str, Any] = dict(self.storage_options)
         endpoint = os.environ.get("FLYTE_AWS_ENDPOINT")
         if scheme in ("s3", "s3a") and endpoint and "endpoint_url" not in options:
             options.setdefault("client_kwargs", {}).setdefault("endpoint_url", endpoint)
-        # A fresh filesystem per poke: fsspec caches instances, and a poke is at most
-        # one call every ~30 s per task, so instance caching is all the pooling needed.
+        # fsspec caches filesystem instances by their options, so this reuses one client.
         fs, fs_path = fsspec.core.url_to_fs(path, **options)
         return bool(fs.exists(fs_path))
