@@ -22,6 +22,9 @@ __all__ = ["main"]
 
 _log = logging.getLogger("connector_service")
 
+_DUPLICATE_SIGNAL_WINDOW = 0.5
+"""Seconds within which a repeated signal is taken as a duplicate rather than a second request."""
+
 _USAGE = """usage: connector-service {serve,list} [options]
 
   serve   start the gRPC daemon (see: connector-service serve --help)
@@ -97,16 +100,20 @@ async def _serve(settings: Settings, registry: ConnectorRegistry) -> int:
     service = ConnectorService(settings, registry)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals_seen = 0
+    first_signal_at: float | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
+        nonlocal first_signal_at
+        now = loop.time()
+        if first_signal_at is None:
+            first_signal_at = now
+            _log.info("%s: shutting down", signal.Signals(signum).name)
+            stop.set()
+        elif now - first_signal_at > _DUPLICATE_SIGNAL_WINDOW:
             _log.warning("second %s: exiting now", signal.Signals(signum).name)
             os._exit(1)
-        _log.info("%s: shutting down", signal.Signals(signum).name)
-        stop.set()
+        # else: the same signal delivered twice to the process group (a wrapper forwarding
+        # it, `kill 0`), not an operator asking again: keep draining.
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)

@@ -120,3 +120,36 @@ async def test_serve_answers_then_sigterm_lets_in_flight_calls_finish(module: bo
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+async def test_a_second_signal_forces_exit_while_draining() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector_service", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--metrics-port", "0", "--connector", SAMPLES, "--shutdown-delay", "0", "--grace-period", "60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        address = f"127.0.0.1:{port}"
+        await _wait_serving(address, proc)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+            template = task_template("slow", version=1, custom={"seconds": 60})
+            created = await stub.CreateTask(agent_pb2.CreateTaskRequest(template=template), timeout=5)
+            category = agent_pb2.TaskCategory(name="slow", version=1)
+            request = agent_pb2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta)
+            in_flight = asyncio.ensure_future(stub.GetTask(request, timeout=90))
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            await asyncio.sleep(1.0)
+            assert proc.poll() is None  # still draining the 60 s call
+            proc.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
+            assert proc.returncode == 1
+            assert "second SIGINT: exiting now" in stderr
+            with pytest.raises(grpc.aio.AioRpcError):
+                await in_flight
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
