@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     _logging.configure(settings.log_level, settings.log_format)
+    if settings.secrets_dir:
+        # get_secret() is a free function connectors call; the environment is how it learns
+        # the configured directory without a global in this package.
+        os.environ["CONNECTOR_SECRETS_DIR"] = str(settings.secrets_dir)
     if settings.app_dir:
         sys.path.insert(0, os.path.abspath(settings.app_dir))
     try:

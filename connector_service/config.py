@@ -5,24 +5,56 @@ an optional YAML file and defaults (in that order of precedence), then passed do
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    YamlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["OPERATIONS", "Settings", "SettingsError", "TLSSettings"]
 
 _DEFAULT_THREADS = 64
 
 
 class SettingsError(ValueError):
     """Settings that cannot work; the message names the setting."""
+
+
+class TLSSettings(BaseModel):
+    """Server TLS; with ``client_ca_file`` set, clients must present a certificate (mutual TLS)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cert_file: Path | None = Field(None, description="PEM server certificate (chain); enables TLS.")
+    key_file: Path | None = Field(None, description="PEM private key of the server certificate.")
+    client_ca_file: Path | None = Field(None, description="PEM CA bundle; clients must present a cert it signed.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _check(self) -> TLSSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file must be set together")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("tls.client_ca_file needs tls.cert_file and tls.key_file")
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"tls.{name}: {path} is not a readable file")
+        return self
+
+
+OPERATIONS = ("create", "get", "delete", "get_metrics", "get_logs", "do")
 
 
 class Settings(BaseSettings):
@@ -36,6 +68,10 @@ class Settings(BaseSettings):
         populate_by_name=True,
         frozen=True,
         extra="forbid",
+    )
+
+    config_file: Path | None = Field(
+        None, description="YAML file of settings (same names as the env vars, nested as mappings); CLI and env win."
     )
 
     # -- serving -------------------------------------------------------------------------------
@@ -55,6 +91,11 @@ class Settings(BaseSettings):
     )
     app_dir: str = Field(
         ".", description="Directory put first on sys.path to import --connector modules from (as uvicorn's --app-dir)."
+    )
+    skip_broken_connectors: bool = Field(
+        False,
+        description="Start without connectors whose set-up fails (reported in the log and in health) "
+        "instead of failing start-up.",
     )
     entry_points: bool = Field(
         True,
@@ -77,6 +118,17 @@ class Settings(BaseSettings):
         "auto", description="Event loop: uvloop when installed (auto), or the standard asyncio loop."
     )
 
+    max_concurrent_rpcs: int = Field(
+        1000, ge=0, description="Calls served at once; beyond it callers get RESOURCE_EXHAUSTED. 0: no limit."
+    )
+    timeout_cap: float = Field(
+        60.0, gt=0, description="Server-side upper bound in seconds on any connector call, whatever the deadline."
+    )
+    operation_timeouts: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-operation caps overriding timeout_cap, e.g. {"get": 20, "do": 120}.',
+    )
+
     # -- lifecycle -----------------------------------------------------------------------------
     shutdown_delay: float = Field(
         2.0, ge=0, description="Seconds between health turning NOT_SERVING and the server refusing new calls."
@@ -89,6 +141,10 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest gRPC message accepted or sent, in bytes (propeller: 4 MiB).",
     )
+    tls: TLSSettings = Field(default_factory=TLSSettings, description="TLS for the gRPC port.")
+    secrets_dir: Path | None = Field(
+        None, description="Directory searched by get_secret() before /etc/secrets (a mounted Secret)."
+    )
     resource_meta_key: SecretStr | None = Field(
         None, description="If set, resource_meta is signed (HMAC-SHA256) and unsigned metas are refused."
     )
@@ -96,6 +152,10 @@ class Settings(BaseSettings):
     # -- logging -------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="text for a terminal, json for Kubernetes.")
+    access_log: bool = Field(
+        True,
+        description="Log each connector call (operation, task type, task execution id, status, duration).",
+    )
 
     @field_validator("connectors", mode="before")
     @classmethod
@@ -111,6 +171,19 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("operation_timeouts")
+    @classmethod
+    def _known_operations(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(OPERATIONS)
+        if unknown:
+            raise ValueError(f"unknown operation(s) {sorted(unknown)}; known: {', '.join(OPERATIONS)}")
+        if any(v <= 0 for v in value.values()):
+            raise ValueError("timeouts must be positive")
+        return value
+
+    def operation_timeout(self, operation: str) -> float:
+        return self.operation_timeouts.get(operation, self.timeout_cap)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -131,7 +204,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if settings_cls.model_config.get("yaml_file"):
+            sources += (YamlConfigSettingsSource(settings_cls),)
+        return sources
 
     @classmethod
     def load(cls, cli_args: Sequence[str] = (), **overrides: Any) -> Settings:
@@ -142,8 +218,23 @@ class Settings(BaseSettings):
         from pydantic import ValidationError
         from pydantic_settings import SettingsError as _PydanticSettingsError
 
+        settings_cls = cls
+        config_file = _config_file(cli_args)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise SettingsError(f"invalid settings:\n  config-file: {config_file} is not a readable file")
+            try:
+                import yaml  # noqa: F401
+            except ImportError:
+                raise SettingsError("config-file needs PyYAML: pip install 'flyte-connector-service[yaml]'") from None
+
+            class _FromFile(cls):  # type: ignore[valid-type,misc]
+                model_config = SettingsConfigDict(**{**cls.model_config, "yaml_file": config_file})
+
+            _FromFile.__name__ = cls.__name__
+            settings_cls = _FromFile
         try:
-            return cls(_cli_parse_args=list(cli_args), **overrides)  # type: ignore[call-arg]
+            return settings_cls(_cli_parse_args=list(cli_args), **overrides)
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
@@ -153,3 +244,14 @@ class Settings(BaseSettings):
             raise SettingsError("invalid settings:\n" + "\n".join(problems)) from None
         except _PydanticSettingsError as exc:
             raise SettingsError(f"invalid settings: {exc}") from None
+
+
+def _config_file(cli_args: Sequence[str]) -> str | None:
+    """Find --config-file before parsing, since it decides which sources the parse reads."""
+    args = list(cli_args)
+    for i, arg in enumerate(args):
+        if arg == "--config-file" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config-file="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("CONNECTOR_CONFIG_FILE") or None

@@ -14,7 +14,7 @@ import grpc
 
 from connector_service._envelope import ResourceMetaError
 from connector_service._literals import LiteralConversionError
-from connector_service.registry import ConnectorNotFoundError
+from connector_service.registry import ConnectorNotFoundError, ConnectorUnavailableError
 from connector_service.secrets import SecretNotFoundError
 
 __all__ = ["InvalidRequestError", "NotFoundError", "Failure", "status_for"]
@@ -65,6 +65,8 @@ def status_for(exc: BaseException, operation: str, task: str) -> Failure:
         code, message = grpc.StatusCode.NOT_FOUND, str(exc)
     elif isinstance(exc, InvalidRequestError | ResourceMetaError | LiteralConversionError):
         code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    elif isinstance(exc, ConnectorUnavailableError):
+        code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
     elif isinstance(exc, NotImplementedError):
         code, message = (
             grpc.StatusCode.UNIMPLEMENTED,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ConnectorNotFoundError",
+    "ConnectorUnavailableError",
     "ConnectorRegistry",
     "RegisteredConnector",
     "RegistryError",
@@ -42,6 +44,10 @@ _log = logging.getLogger(__name__)
 
 class RegistryError(ValueError):
     """A registration that cannot work; raised at start-up."""
+
+
+class ConnectorUnavailableError(RuntimeError):
+    """The connector is registered but its set-up failed (``--skip-broken-connectors``)."""
 
 
 class ConnectorNotFoundError(LookupError):
@@ -101,6 +107,8 @@ class RegisteredConnector:
     source: str
     is_sync: bool
     methods: Mapping[str, _Method] = field(repr=False)
+    broken: str | None = None
+    """Why set-up failed, when the service started without this connector."""
 
     @property
     def name(self) -> str:
@@ -122,6 +130,7 @@ class ConnectorRegistry:
         self._sensors: dict[str, BaseSensor] = {}
         self._sensor_sources: dict[str, str] = {}
         self._sensor_aliases: dict[str, str] = {}
+        self._broken_sensors: dict[str, str] = {}
         self.sensor_engine = SensorEngine(self)
         self.register(self.sensor_engine, source="built-in")
 
@@ -213,9 +222,34 @@ class ConnectorRegistry:
 
     def lookup(self, category: TaskCategory) -> RegisteredConnector:
         try:
-            return self._by_category[category]
+            entry = self._by_category[category]
         except KeyError:
             raise ConnectorNotFoundError(category) from None
+        if entry.broken is not None:
+            raise ConnectorUnavailableError(
+                f"connector {entry.name!r} for {category.name} (version {category.version}) is unavailable: "
+                f"its set-up failed at start-up ({entry.broken})"
+            )
+        return entry
+
+    def mark_broken(self, plugin: Any, reason: str) -> None:
+        """Keep ``plugin`` listed but refuse its calls with UNAVAILABLE.
+
+        Still listing it keeps propeller from silently routing its task type to another
+        plugin (such as running it as a container); its calls fail visibly instead.
+        """
+        for category, entry in self._by_category.items():
+            if entry.connector is plugin:
+                self._by_category[category] = dataclasses.replace(entry, broken=reason)
+                return
+        for name, sensor in self._sensors.items():
+            if sensor is plugin:
+                self._broken_sensors[name] = reason
+                return
+        raise KeyError(f"{plugin!r} is not registered")
+
+    def sensor_unavailable(self, name: str) -> str | None:
+        return self._broken_sensors.get(name)
 
     def find_sensor(self, module: str | None, name: str) -> BaseSensor | None:
         """Find an allow-listed sensor by ``module.name`` alias, then by bare name.

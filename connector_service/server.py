@@ -66,6 +66,8 @@ class ConnectorService:
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._set_up: list[Any] = []
+        self.unavailable: dict[str, str] = {}
+        """Health service name -> why, for connectors started without (--skip-broken-connectors)."""
 
     async def start(self) -> None:
         settings = self.settings
@@ -83,20 +85,38 @@ class ConnectorService:
             # An accidental second instance on the same port must fail, not silently share it.
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(options=options)
-        agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
-            AsyncAgentServicer(self.registry, self.metrics, settings.signing_key), server
+        server = grpc.aio.server(
+            options=options,
+            # Beyond this many calls in progress grpc answers RESOURCE_EXHAUSTED at once
+            # rather than queueing without bound.
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
-        agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(SyncAgentServicer(self.registry, self.metrics), server)
+        agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
+            AsyncAgentServicer(self.registry, self.metrics, settings), server
+        )
+        agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(
+            SyncAgentServicer(self.registry, self.metrics, settings), server
+        )
         agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
-            AgentMetadataServicer(self.registry, self.metrics), server
+            AgentMetadataServicer(self.registry, self.metrics, settings), server
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = _bind_address(settings.host, settings.port)
+        credentials = None
+        if settings.tls.enabled:
+            from connector_service._tls import TLSConfigError, server_credentials
+
+            try:
+                credentials = server_credentials(settings.tls)
+            except TLSConfigError as exc:
+                raise StartupError(str(exc)) from None
         try:
-            self.port = server.add_insecure_port(address)
+            if credentials is not None:
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {address}: {exc}") from None
         await server.start()
@@ -116,6 +136,10 @@ class ConnectorService:
 
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # Per-plugin health, so an operator (or a probe with `service:`) can see what is broken.
+        for _, health_name in self._plugins():
+            status = "NOT_SERVING" if health_name in self.unavailable else "SERVING"
+            await self._health.set(health_name, health_pb2.HealthCheckResponse.ServingStatus.Value(status))
         _log.info(
             "serving %d connector(s) and %d sensor(s) on %s (metrics: %s)",
             len(self.registry.connectors()),
@@ -125,16 +149,29 @@ class ConnectorService:
         )
 
     async def _setup_plugins(self) -> None:
-        plugins: list[Any] = [entry.connector for entry in self.registry.connectors()]
-        plugins += list(self.registry.sensors().values())
-        for plugin in plugins:
+        self.unavailable.clear()
+        for plugin, health_name in self._plugins():
             label = getattr(plugin, "name", type(plugin).__name__)
             try:
                 await plugin.setup()
             except Exception as exc:
-                await self._close_plugins()
-                raise StartupError(f"set-up of {label!r} failed: {type(exc).__name__}: {exc}") from exc
+                reason = f"{type(exc).__name__}: {exc}"
+                if not self.settings.skip_broken_connectors:
+                    await self._close_plugins()
+                    raise StartupError(f"set-up of {label!r} failed: {reason}") from exc
+                _log.error("set-up of %r failed; starting without it: %s", label, reason, exc_info=exc)
+                self.registry.mark_broken(plugin, reason)
+                self.unavailable[health_name] = reason
+                continue
             self._set_up.append(plugin)
+
+    def _plugins(self) -> list[tuple[Any, str]]:
+        """Every connector and sensor, with the health service name that reports it."""
+        plugins: list[tuple[Any, str]] = [
+            (entry.connector, f"connector/{entry.category}") for entry in self.registry.connectors()
+        ]
+        plugins += [(sensor, f"sensor/{name}") for name, sensor in self.registry.sensors().items()]
+        return plugins
 
     async def _close_plugins(self) -> None:
         while self._set_up:

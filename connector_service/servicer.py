@@ -8,6 +8,7 @@ that logic.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -22,6 +23,7 @@ from flyteidl.service import agent_pb2_grpc
 
 from connector_service import _envelope
 from connector_service._convert import resource_to_proto
+from connector_service.config import OPERATIONS, Settings
 from connector_service.connector import ResourceMeta, TaskCategory, is_terminal_phase
 from connector_service.errors import InvalidRequestError, NotFoundError, status_for
 from connector_service.metrics import ConnectorMetrics
@@ -36,30 +38,43 @@ _DEADLINE_MARGIN = 0.05
 
 
 class _Call:
-    """Context for one RPC: resolves the connector, maps errors, records metrics and logs."""
+    """Context for one RPC: resolves the connector, bounds and runs it, maps errors, records metrics and logs."""
 
-    __slots__ = ("_context", "_metrics", "_started", "operation", "entry", "task_label", "task_type")
+    __slots__ = ("_context", "_svc", "_started", "operation", "entry", "task_label", "task_type", "execution_id")
 
-    def __init__(self, context: grpc.aio.ServicerContext, operation: str, metrics: ConnectorMetrics) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, operation: str, svc: _Shared) -> None:
         self._context = context
-        self._metrics = metrics
+        self._svc = svc
         self.operation = operation
         self.entry: RegisteredConnector | None = None
         self.task_type = ""
         self.task_label = "unknown task type"
+        self.execution_id = ""
 
-    def resolve(self, registry: ConnectorRegistry, category: TaskCategory) -> RegisteredConnector:
+    def resolve(self, category: TaskCategory) -> RegisteredConnector:
         self.task_type = category.name
         self.task_label = f"{category.name} (version {category.version})"
-        self.entry = registry.lookup(category)
+        self.entry = self._svc.registry.lookup(category)
         return self.entry
 
-    def timeout(self) -> float | None:
-        """What is left of the caller's deadline, less a margin for the reply to travel."""
+    def timeout(self) -> float:
+        """The caller's remaining deadline (less a margin for the reply), within the operation's cap."""
+        cap = self._svc.caps[self.operation]
         remaining: float | None = self._context.time_remaining()
         if remaining is None:
-            return None
-        return max(remaining - _DEADLINE_MARGIN, 0.0)
+            return cap
+        return min(max(remaining - _DEADLINE_MARGIN, 0.0), cap)
+
+    async def run(self, method: str, args: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Any:
+        """Call the resolved connector's ``method``, bounded by ``timeout()``.
+
+        The connector is told the budget (as ``timeout``, if it asks for it) and is cancelled
+        when it runs out, so no call outlives its caller or the server-side cap.
+        """
+        assert self.entry is not None
+        budget = self.timeout()
+        async with asyncio.timeout(budget):
+            return await self.entry.methods[method](args, {**(extras or {}), "timeout": budget})
 
     async def __aenter__(self) -> _Call:
         self._started = time.perf_counter()
@@ -69,40 +84,77 @@ class _Call:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         elapsed = time.perf_counter() - self._started
+        metrics = self._svc.metrics
         if exc is None:
-            self._metrics.observe_success(self.task_type, self.operation, elapsed)
-            if _log.isEnabledFor(logging.DEBUG):
-                _log.debug(
-                    "%s %s ok in %.1f ms",
+            metrics.observe_success(self.task_type, self.operation, elapsed)
+            if self._svc.access_log:
+                _log.info(
+                    "%s %s OK %.1fms",
                     self.operation,
                     self.task_label,
                     elapsed * 1000,
-                    extra={
-                        "operation": self.operation,
-                        "task_type": self.task_type,
-                        "duration_ms": elapsed * 1000,
-                    },
+                    extra=self._fields(elapsed, "OK"),
                 )
             return False
         if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
-            # Cancellation, or an abort already issued: nothing to map.
+            # Cancellation (the caller went away), or an abort already issued: nothing to map.
+            if isinstance(exc, asyncio.CancelledError) and self._svc.access_log:
+                _log.info(
+                    "%s %s CANCELLED %.1fms", self.operation, self.task_label, elapsed * 1000,
+                    extra=self._fields(elapsed, "CANCELLED"),
+                )  # fmt: skip
             return False
         failure = status_for(exc, self.operation, self.task_label)
-        self._metrics.observe_failure(self.task_type, self.operation, failure.error_code, elapsed)
-        extra = {"operation": self.operation, "task_type": self.task_type, "grpc_code": failure.code.name}
+        metrics.observe_failure(self.task_type, self.operation, failure.error_code, elapsed)
+        fields = self._fields(elapsed, failure.code.name)
         if failure.expected:
             _log.info(
-                "%s %s: %s: %s",
+                "%s %s %s %.1fms: %s",
                 self.operation,
                 self.task_label,
                 failure.code.name,
+                elapsed * 1000,
                 failure.message,
-                extra=extra,
+                extra=fields,
             )
         else:
-            _log.error("%s %s failed", self.operation, self.task_label, exc_info=exc, extra=extra)
+            _log.error("%s %s failed", self.operation, self.task_label, exc_info=exc, extra=fields)
         await self._context.abort(failure.code, failure.message)
         return False  # unreachable: abort raises
+
+    def _fields(self, elapsed: float, code: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "operation": self.operation,
+            "task_type": self.task_type,
+            "grpc_code": code,
+            "duration_ms": round(elapsed * 1000, 3),
+        }
+        if self.execution_id:
+            fields["task_execution_id"] = self.execution_id
+        return fields
+
+
+class _Shared:
+    """What every call needs, built once from the settings."""
+
+    __slots__ = ("registry", "metrics", "caps", "access_log", "key")
+
+    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.caps = {op: settings.operation_timeout(op) for op in (*OPERATIONS, "get_agent")}
+        self.access_log = settings.access_log
+        self.key = settings.signing_key
+
+
+def execution_id(metadata: Any) -> str:
+    """propeller's task execution id as one string: project/domain/execution/node/task/retry."""
+    tid = metadata.task_execution_id
+    node = tid.node_execution_id
+    wf = node.execution_id
+    if not wf.name and not node.node_id:
+        return ""
+    return f"{wf.project}/{wf.domain}/{wf.name}/{node.node_id}/{tid.task_id.name}/{tid.retry_attempt}"
 
 
 def _category_of(request: Any) -> TaskCategory:
@@ -138,29 +190,30 @@ def _decode_meta(entry: RegisteredConnector, data: bytes, key: bytes | None) -> 
 
 
 class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ignore[misc]
-    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, signing_key: bytes | None = None):
-        self._registry = registry
+    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
+        self._svc = _Shared(registry, metrics, settings)
+        self._key = self._svc.key
         self._metrics = metrics
-        self._key = signing_key
 
     async def CreateTask(
         self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.CreateTaskResponse:
-        async with _Call(context, "create", self._metrics) as call:
+        async with _Call(context, "create", self._svc) as call:
             template = request.template
+            call.execution_id = execution_id(request.task_execution_metadata)
             if not template.type:
                 raise InvalidRequestError("CreateTask: template.type is empty")
-            entry = call.resolve(self._registry, TaskCategory(template.type, template.task_type_version))
+            entry = call.resolve(TaskCategory(template.type, template.task_type_version))
             _require_async(entry, "CreateTask")
             self._metrics.observe_input_bytes(template.type, request.inputs.ByteSize())
-            meta = await entry.methods["create"](
+            meta = await call.run(
+                "create",
                 {
                     "task_template": template,
                     "output_prefix": request.output_prefix,
                     "inputs": request.inputs,
                     "task_execution_metadata": request.task_execution_metadata,
                 },
-                {"timeout": call.timeout()},
             )
             if not isinstance(meta, ResourceMeta):
                 raise TypeError(f"{entry.name} create() returned {type(meta).__name__}, expected a ResourceMeta")
@@ -173,40 +226,40 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
     async def GetTask(
         self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetTaskResponse:
-        async with _Call(context, "get", self._metrics) as call:
-            entry = call.resolve(self._registry, _category_of(request))
+        async with _Call(context, "get", self._svc) as call:
+            entry = call.resolve(_category_of(request))
             _require_async(entry, "GetTask")
             meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
-            resource = await entry.methods["get"]({"resource_meta": meta}, {"timeout": call.timeout()})
+            resource = await call.run("get", {"resource_meta": meta})
             return agent_pb2.GetTaskResponse(resource=resource_to_proto(resource, output_types, connector=entry.name))
         raise AssertionError("unreachable")
 
     async def DeleteTask(
         self, request: agent_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.DeleteTaskResponse:
-        async with _Call(context, "delete", self._metrics) as call:
-            entry = call.resolve(self._registry, _category_of(request))
+        async with _Call(context, "delete", self._svc) as call:
+            entry = call.resolve(_category_of(request))
             _require_async(entry, "DeleteTask")
             meta, _ = _decode_meta(entry, request.resource_meta, self._key)
-            await entry.methods["delete"]({"resource_meta": meta}, {"timeout": call.timeout()})
+            await call.run("delete", {"resource_meta": meta})
             return agent_pb2.DeleteTaskResponse()
         raise AssertionError("unreachable")
 
     async def GetTaskMetrics(
         self, request: agent_pb2.GetTaskMetricsRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetTaskMetricsResponse:
-        async with _Call(context, "get_metrics", self._metrics) as call:
-            entry = call.resolve(self._registry, _category_of(request))
+        async with _Call(context, "get_metrics", self._svc) as call:
+            entry = call.resolve(_category_of(request))
             _require_async(entry, "GetTaskMetrics")
             meta, _ = _decode_meta(entry, request.resource_meta, self._key)
-            result = await entry.methods["get_metrics"](
+            result = await call.run(
+                "get_metrics",
                 {"resource_meta": meta},
                 {
                     "queries": list(request.queries),
                     "start_time": request.start_time if request.HasField("start_time") else None,
                     "end_time": request.end_time if request.HasField("end_time") else None,
                     "step": request.step if request.HasField("step") else None,
-                    "timeout": call.timeout(),
                 },
             )
             if not isinstance(result, agent_pb2.GetTaskMetricsResponse):
@@ -217,13 +270,12 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
     async def GetTaskLogs(
         self, request: agent_pb2.GetTaskLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
-        async with _Call(context, "get_logs", self._metrics) as call:
-            entry = call.resolve(self._registry, _category_of(request))
+        async with _Call(context, "get_logs", self._svc) as call:
+            entry = call.resolve(_category_of(request))
             _require_async(entry, "GetTaskLogs")
             meta, _ = _decode_meta(entry, request.resource_meta, self._key)
-            result = await entry.methods["get_logs"](
-                {"resource_meta": meta},
-                {"lines": request.lines, "token": request.token, "timeout": call.timeout()},
+            result = await call.run(
+                "get_logs", {"resource_meta": meta}, {"lines": request.lines, "token": request.token}
             )
             async for message in _log_messages(result, entry.name):
                 yield message
@@ -279,8 +331,8 @@ def _log_item(item: Any, connector: str) -> agent_pb2.GetTaskLogsResponse:
 
 
 class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):  # type: ignore[misc]
-    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics):
-        self._registry = registry
+    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
+        self._svc = _Shared(registry, metrics, settings)
         self._metrics = metrics
 
     async def ExecuteTaskSync(
@@ -288,7 +340,7 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):  # type: ignor
         request_iterator: AsyncIterator[agent_pb2.ExecuteTaskSyncRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[agent_pb2.ExecuteTaskSyncResponse]:
-        async with _Call(context, "do", self._metrics) as call:
+        async with _Call(context, "do", self._svc) as call:
             messages = aiter(request_iterator)
             first = await anext(messages, None)
             if first is None or first.WhichOneof("part") != "header":
@@ -298,9 +350,10 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):  # type: ignor
                 )
             header = first.header
             template = header.template
+            call.execution_id = execution_id(header.task_execution_metadata)
             if not template.type:
                 raise InvalidRequestError("ExecuteTaskSync: header.template.type is empty")
-            entry = call.resolve(self._registry, TaskCategory(template.type, template.task_type_version))
+            entry = call.resolve(TaskCategory(template.type, template.task_type_version))
             if not entry.is_sync:
                 raise InvalidRequestError(
                     f"connector {entry.name!r} for {call.task_label} is asynchronous; "
@@ -318,9 +371,10 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):  # type: ignor
                     f"ExecuteTaskSync: expected the client to half-close after inputs, got {_part(third)}"
                 )
             self._metrics.observe_input_bytes(template.type, inputs.ByteSize())
-            resource = await entry.methods["do"](
+            resource = await call.run(
+                "do",
                 {"task_template": template, "output_prefix": header.output_prefix, "inputs": inputs},
-                {"task_execution_metadata": header.task_execution_metadata, "timeout": call.timeout()},
+                {"task_execution_metadata": header.task_execution_metadata},
             )
             proto = resource_to_proto(resource, _types(template), connector=entry.name)
             if not is_terminal_phase(proto.phase):
@@ -343,15 +397,15 @@ def _part(message: agent_pb2.ExecuteTaskSyncRequest | None) -> str:
 
 
 class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):  # type: ignore[misc]
-    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics):
+    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
+        self._svc = _Shared(registry, metrics, settings)
         self._registry = registry
-        self._metrics = metrics
         self._list = agent_pb2.ListAgentsResponse(agents=registry.agents())
 
     async def GetAgent(
         self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetAgentResponse:
-        async with _Call(context, "get_agent", self._metrics):
+        async with _Call(context, "get_agent", self._svc):
             agent = self._registry.agent(request.name)
             if agent is None:
                 raise NotFoundError(f"Cannot find connector for name: {request.name}")

@@ -23,6 +23,7 @@ from flyteidl.core import literals_pb2, tasks_pb2
 from connector_service._literals import literal_map_to_python
 from connector_service.connector import AsyncConnectorBase, Phase, Resource, ResourceMeta, read_custom
 from connector_service.errors import InvalidRequestError, NotFoundError
+from connector_service.registry import ConnectorUnavailableError
 
 if TYPE_CHECKING:
     from connector_service.registry import ConnectorRegistry
@@ -61,6 +62,9 @@ class SensorEngine(AsyncConnectorBase):
             known = ", ".join(sorted(self._registry.sensors())) or "none"
             where = f"{module}.{name}" if module else name
             raise NotFoundError(f"sensor {where!r} is not registered in this service (registered: {known})")
+        broken = self._registry.sensor_unavailable(sensor.sensor_name)
+        if broken is not None:
+            raise ConnectorUnavailableError(f"sensor {sensor.sensor_name} is unavailable: its set-up failed ({broken})")
         return sensor
 
     async def create(

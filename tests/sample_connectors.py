@@ -204,3 +204,37 @@ slow = SlowConnector()
 failing = FailingConnector()
 upper = UpperConnector()
 ALL = [job, blocking, slow, failing, upper, SlowSensor]
+
+
+class LifecycleConnector(AsyncConnectorBase):
+    """Opens a "client" at set-up (needs the secret ``lifecycle_token``) and records its close."""
+
+    name = "Lifecycle Connector"
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=PlainMeta, task_type_name="lifecycle", task_type_version=0)
+        self.token: str | None = None
+
+    async def setup(self) -> None:
+        from connector_service import get_secret
+
+        self.token = get_secret("lifecycle_token")
+
+    async def close(self) -> None:
+        marker = os.environ.get("LIFECYCLE_CLOSED_MARKER")
+        if marker:
+            Path(marker).write_text("closed")
+
+    async def create(
+        self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any
+    ) -> PlainMeta:
+        return PlainMeta()
+
+    async def get(self, resource_meta: PlainMeta, **kw: Any) -> Resource:
+        return Resource(phase=Phase.SUCCEEDED, message=f"token has {len(self.token or '')} chars")
+
+    async def delete(self, resource_meta: PlainMeta, **kw: Any) -> None:
+        return None
+
+
+lifecycle = LifecycleConnector()

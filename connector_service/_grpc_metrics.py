@@ -1,0 +1,344 @@
+"""Per-RPC gRPC server metrics (go-grpc-prometheus names), thread-pool and sensor-poke metrics.
+
+``GrpcMetricsInterceptor`` wraps each method handler once (on its first call) in a behaviour
+that counts started/handled calls, times them and tracks calls in flight. Everything a call
+needs (label children, bound ``inc``/``observe`` methods) is resolved when the handler is
+wrapped, so the per-call cost is a dict lookup plus five prometheus-client updates.
+
+grpc.aio runs ``intercept_service`` on every RPC; the wrapped handler is cached by method name
+and reused while the continuation keeps returning the same handler object (it does: handlers
+are registered once per server). The continuation is always called, so interceptors placed
+after this one (auth, for instance) still run on every call. Nothing is cached for methods no
+handler serves, so probing unknown method names cannot grow the cache or the label sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "GrpcMetricsInterceptor",
+    "GrpcServerMetrics",
+    "InstrumentedThreadPoolExecutor",
+    "POKE_OUTCOMES",
+    "SECONDS_BUCKETS",
+]
+
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+POKE_OUTCOMES = ("true", "false", "timeout", "error")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# grpc.aio's ServicerContext.code() returns the C-core status as an int; set_code() and
+# abort() accept grpc.StatusCode. Both are mapped to the StatusCode name.
+_OK = 0
+_CANCELLED: int = grpc.StatusCode.CANCELLED.value[0]
+_UNKNOWN: int = grpc.StatusCode.UNKNOWN.value[0]
+_DEADLINE_EXCEEDED: int = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+_CODE_NAMES: dict[Any, str] = {}
+for _status in grpc.StatusCode:
+    _CODE_NAMES[_status.value[0]] = _status.name
+    _CODE_NAMES[_status] = _status.name
+
+
+def _code_of(context: Any) -> Any:
+    """The status the call will end with: what ``set_code``/``abort`` left in the context."""
+    code = context.code()
+    return _OK if code is None else code
+
+
+def _cancel_code(context: Any) -> int:
+    """Cancelled by the client, or by grpc because the caller's deadline passed."""
+    try:
+        remaining = context.time_remaining()
+    except Exception:  # pragma: no cover - defensive: a context without a deadline API
+        return _CANCELLED
+    return _DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else _CANCELLED
+
+
+class _MethodMetrics:
+    """The label children of one method, resolved once; ``done`` records a finished call."""
+
+    __slots__ = (
+        "started",
+        "inflight_inc",
+        "inflight_dec",
+        "observe",
+        "handled_ok",
+        "_handled",
+        "_handled_metric",
+        "_labels",
+    )
+
+    def __init__(self, metrics: GrpcServerMetrics, grpc_type: str, service: str, method: str) -> None:
+        self._labels = (grpc_type, service, method)
+        self._handled_metric = metrics.handled
+        self.started: Callable[[], None] = metrics.started.labels(grpc_type, service, method).inc
+        inflight = metrics.inflight.labels(service, method)
+        self.inflight_inc: Callable[[], None] = inflight.inc
+        self.inflight_dec: Callable[[], None] = inflight.dec
+        self.observe: Callable[[float], None] = metrics.handling_seconds.labels(grpc_type, service, method).observe
+        self._handled: dict[Any, Callable[[], None]] = {}
+        self.handled_ok = self._handled_child(_OK)
+
+    def _handled_child(self, code: Any) -> Callable[[], None]:
+        child = self._handled.get(code)
+        if child is None:
+            name = _CODE_NAMES.get(code, "UNKNOWN")
+            child = self._handled_metric.labels(*self._labels, name).inc
+            self._handled[code] = child
+        return child
+
+    def done(self, code: Any, start: float) -> None:
+        self.observe(time.perf_counter() - start)
+        if code == _OK:
+            self.handled_ok()
+        else:
+            self._handled_child(code)()
+        self.inflight_dec()
+
+
+class GrpcServerMetrics:
+    """gRPC server, thread-pool and sensor-poke metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...] = SECONDS_BUCKETS) -> None:
+        self.registry = registry
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter(
+            "grpc_server_started", "Total number of RPCs started on the server.", labels, registry=registry
+        )
+        self.handled = Counter(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            [*labels, "grpc_code"],
+            registry=registry,
+        )
+        self.handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            labels,
+            buckets=buckets,
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "flyte_connector_inflight_requests",
+            "RPCs being handled right now.",
+            ["grpc_service", "grpc_method"],
+            registry=registry,
+        )
+        self.pool_busy = Gauge(
+            "flyte_connector_thread_pool_busy",
+            "Worker threads busy running plain-def connector and sensor methods.",
+            registry=registry,
+        )
+        self._pool_size = Gauge(
+            "flyte_connector_thread_pool_size", "Size of the worker thread pool.", registry=registry
+        )
+        self.sensor_pokes = Counter(
+            "flyte_connector_sensor_pokes",
+            "Sensor pokes by outcome: true (condition met), false, timeout, error.",
+            ["sensor", "outcome"],
+            registry=registry,
+        )
+        self.sensor_poke_seconds = Histogram(
+            "flyte_connector_sensor_poke_seconds",
+            "Time one sensor poke took.",
+            ["sensor"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self._methods: dict[tuple[str, str, str], _MethodMetrics] = {}
+        self._pokes: dict[str, tuple[Callable[[float], None], dict[str, Callable[[], None]]]] = {}
+
+    # -- RPCs ----------------------------------------------------------------------------------
+
+    def method(self, grpc_type: str, service: str, method: str) -> _MethodMetrics:
+        key = (grpc_type, service, method)
+        found = self._methods.get(key)
+        if found is None:
+            found = _MethodMetrics(self, grpc_type, service, method)
+            self._methods[key] = found
+        return found
+
+    # -- thread pool ---------------------------------------------------------------------------
+
+    def pool_size(self, n: int) -> None:
+        self._pool_size.set(n)
+
+    def run_busy(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``fn`` counting the calling (pool) thread as busy; for use inside the worker."""
+        self.pool_busy.inc()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.pool_busy.dec()
+
+    # -- sensors -------------------------------------------------------------------------------
+
+    def observe_poke(self, sensor: str, outcome: str, seconds: float) -> None:
+        """Record one poke; ``outcome`` is one of ``POKE_OUTCOMES``. ``sensor`` must be a registered name."""
+        found = self._pokes.get(sensor)
+        if found is None:
+            found = (
+                self.sensor_poke_seconds.labels(sensor).observe,
+                {o: self.sensor_pokes.labels(sensor, o).inc for o in POKE_OUTCOMES},
+            )
+            self._pokes[sensor] = found
+        observe, outcomes = found
+        inc = outcomes.get(outcome)
+        if inc is None:
+            raise ValueError(f"sensor poke outcome must be one of {POKE_OUTCOMES}, got {outcome!r}")
+        inc()
+        observe(seconds)
+
+
+class InstrumentedThreadPoolExecutor(ThreadPoolExecutor):
+    """A ThreadPoolExecutor that keeps ``flyte_connector_thread_pool_busy``/``_size`` up to date.
+
+    Busy counts threads running a task (not tasks queued), for everything on the pool:
+    plain-def connector methods, ``asyncio.to_thread`` in connectors and sync sensor pokes.
+    """
+
+    def __init__(self, max_workers: int, metrics: GrpcServerMetrics, thread_name_prefix: str = "") -> None:
+        super().__init__(max_workers, thread_name_prefix=thread_name_prefix)
+        self._metrics = metrics
+        metrics.pool_size(max_workers)
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        return super().submit(self._metrics.run_busy, fn, *args, **kwargs)
+
+
+# -- interceptor ---------------------------------------------------------------------------------
+
+_Behaviour = Callable[[Any, Any], Any]
+
+
+def _wrap_coroutine(inner: Callable[[Any, Any], Awaitable[Any]], m: _MethodMetrics) -> _Behaviour:
+    """Unary responses, and streaming handlers that write with ``context.write``."""
+    started, inflight_inc, done = m.started, m.inflight_inc, m.done
+    perf_counter = time.perf_counter
+
+    async def behaviour(request: Any, context: Any) -> Any:
+        started()
+        inflight_inc()
+        code: Any = _UNKNOWN
+        start = perf_counter()
+        try:
+            response = await inner(request, context)
+            code = _code_of(context)
+            return response
+        except grpc.aio.AbortError:
+            code = _code_of(context)
+            raise
+        except asyncio.CancelledError:
+            code = _cancel_code(context)
+            raise
+        except Exception:
+            # grpc sends a code set with set_code() before the raise; UNKNOWN otherwise.
+            set_code = _code_of(context)
+            code = _UNKNOWN if set_code == _OK else set_code
+            raise
+        finally:
+            done(code, start)
+
+    return behaviour
+
+
+def _wrap_async_gen(inner: Callable[[Any, Any], AsyncIterator[Any]], m: _MethodMetrics) -> _Behaviour:
+    """Streaming responses from an async generator: re-yield each message."""
+    started, inflight_inc, done = m.started, m.inflight_inc, m.done
+    perf_counter = time.perf_counter
+
+    async def behaviour(request: Any, context: Any) -> AsyncIterator[Any]:
+        started()
+        inflight_inc()
+        code: Any = _UNKNOWN
+        start = perf_counter()
+        responses = inner(request, context)
+        try:
+            async for response in responses:
+                yield response
+            code = _code_of(context)
+        except grpc.aio.AbortError:
+            code = _code_of(context)
+            raise
+        except asyncio.CancelledError:
+            code = _cancel_code(context)
+            raise
+        except GeneratorExit:
+            # grpc stopped consuming (the call ended under us): close the handler's generator too.
+            code = _CANCELLED
+            await responses.aclose()  # type: ignore[attr-defined]
+            raise
+        except Exception:
+            set_code = _code_of(context)
+            code = _UNKNOWN if set_code == _OK else set_code
+            raise
+        finally:
+            done(code, start)
+
+    return behaviour
+
+
+def _split_method(full: str) -> tuple[str, str]:
+    """``/pkg.Service/Method`` -> (``pkg.Service``, ``Method``)."""
+    service, _, method = full.lstrip("/").rpartition("/")
+    return (service, method) if service else ("unknown", method)
+
+
+class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Records go-grpc-prometheus server metrics for every async handler of the server."""
+
+    def __init__(self, metrics: GrpcServerMetrics) -> None:
+        self._metrics = metrics
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._cache[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, full_method: str, handler: Any) -> Any:
+        service, method = _split_method(full_method)
+        kw = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.request_streaming:
+            if handler.response_streaming:
+                grpc_type, inner, make = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
+            else:
+                grpc_type, inner, make = "client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            grpc_type, inner, make = "server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            grpc_type, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        m = self._metrics.method(grpc_type, service, method)
+        if inspect.isasyncgenfunction(inner):
+            if not handler.response_streaming:
+                return handler  # not a shape grpc.aio serves; leave it to grpc to reject
+            return make(_wrap_async_gen(inner, m), **kw)
+        if inspect.iscoroutinefunction(inner):
+            return make(_wrap_coroutine(inner, m), **kw)
+        # A sync (thread-pool) handler: grpc.aio calls it differently; served uninstrumented.
+        return handler
