@@ -52,6 +52,13 @@ def test_signing_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_readme_settings_table_lists_every_setting() -> None:
     from pathlib import Path
 
+    from pydantic import BaseModel
+
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for name in Settings.model_fields:
-        assert f"`CONNECTOR_{name.upper()}`" in readme, name
+    for name, field in Settings.model_fields.items():
+        nested = field.annotation if isinstance(field.annotation, type) else None
+        if nested is not None and issubclass(nested, BaseModel):
+            for sub in nested.model_fields:
+                assert f"`CONNECTOR_{name.upper()}__{sub.upper()}`" in readme, f"{name}.{sub}"
+        else:
+            assert f"`CONNECTOR_{name.upper()}`" in readme, name
