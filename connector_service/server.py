@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -19,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from connector_service._grpc_metrics import GrpcMetricsInterceptor, GrpcServerMetrics, InstrumentedThreadPoolExecutor
 from connector_service.config import Settings
 from connector_service.metrics import ConnectorMetrics, new_registry
 from connector_service.registry import ConnectorRegistry
@@ -57,11 +57,12 @@ class ConnectorService:
         self.registry = registry
         self.metrics_registry = metrics_registry if metrics_registry is not None else new_registry()
         self.metrics = ConnectorMetrics(self.metrics_registry)
+        self.grpc_metrics = GrpcServerMetrics(self.metrics_registry)
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: InstrumentedThreadPoolExecutor | None = None
         self._metrics_http: Any = None
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -72,11 +73,14 @@ class ConnectorService:
     async def start(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="connector-worker")
+        self._executor = InstrumentedThreadPoolExecutor(
+            settings.thread_pool_size, self.grpc_metrics, thread_name_prefix="connector-worker"
+        )
         # Plain-def connector methods and asyncio.to_thread in connectors land on this pool,
         # sized from settings, instead of asyncio's small default one.
         loop.set_default_executor(self._executor)
         self.registry.sensor_engine.poke_timeout = settings.sensor_poke_timeout
+        self.registry.sensor_engine.metrics = self.grpc_metrics
         await self._setup_plugins()
 
         options = [
@@ -87,6 +91,7 @@ class ConnectorService:
         ]
         server = grpc.aio.server(
             options=options,
+            interceptors=[GrpcMetricsInterceptor(self.grpc_metrics)],
             # Beyond this many calls in progress grpc answers RESOURCE_EXHAUSTED at once
             # rather than queueing without bound.
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,

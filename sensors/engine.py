@@ -26,6 +26,7 @@ from connector_service.errors import InvalidRequestError, NotFoundError
 from connector_service.registry import ConnectorUnavailableError
 
 if TYPE_CHECKING:
+    from connector_service._grpc_metrics import GrpcServerMetrics
     from connector_service.registry import ConnectorRegistry
     from sensors.base import BaseSensor
 
@@ -55,6 +56,8 @@ class SensorEngine(AsyncConnectorBase):
         self._registry = registry
         self.poke_timeout = poke_timeout
         """Upper bound on one poke, on top of the caller's deadline (a setting)."""
+        self.metrics: GrpcServerMetrics | None = None
+        """Where pokes are counted; set by the service at start-up."""
 
     def _sensor(self, module: str | None, name: str) -> BaseSensor:
         sensor = self._registry.find_sensor(module, name)
@@ -138,16 +141,26 @@ class SensorEngine(AsyncConnectorBase):
             # failure in propeller (flytekit#2439), a RUNNING answer just polls again.
             budget = min(budget, timeout - min(0.5, timeout * 0.1))
         budget = max(budget, _MIN_POKE_BUDGET)
+        started = time.perf_counter()
         try:
             done = await asyncio.wait_for(_poke(bound, inputs), budget)
         except TimeoutError:
+            self._observe(meta.sensor_name, "timeout", started)
             return Resource(
                 phase=Phase.RUNNING,
                 message=f"poke of {meta.sensor_name} did not finish within {budget:.2f}s; it will be poked again",
             )
+        except Exception:
+            self._observe(meta.sensor_name, "error", started)
+            raise
+        self._observe(meta.sensor_name, "true" if done else "false", started)
         if done:
             return Resource(phase=Phase.SUCCEEDED, message=f"{meta.sensor_name}: condition met")
         return Resource(phase=Phase.RUNNING)
+
+    def _observe(self, sensor: str, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_poke(sensor, outcome, time.perf_counter() - started)
 
     async def delete(self, resource_meta: SensorMetadata, **kwargs: Any) -> None:
         """Nothing to cancel: a sensor holds no external job."""

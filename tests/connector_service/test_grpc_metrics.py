@@ -80,6 +80,11 @@ def _raw_handlers(release: asyncio.Event) -> grpc.GenericRpcHandler:
         await release.wait()
         return b""
 
+    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        yield b"first"
+        await release.wait()
+        yield b"second"
+
     async def count(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         return str(len([r async for r in requests])).encode()
 
@@ -91,6 +96,7 @@ def _raw_handlers(release: asyncio.Event) -> grpc.GenericRpcHandler:
             "Write": grpc.unary_stream_rpc_method_handler(write),
             "Block": grpc.unary_unary_rpc_method_handler(block),
             "Count": grpc.stream_unary_rpc_method_handler(count),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
         },
     )
 
@@ -216,6 +222,20 @@ async def test_client_cancel_is_cancelled_and_inflight_is_live(server: Server) -
         await asyncio.sleep(0.01)
     assert server.inflight(TEST, "Block") == 0
     assert server.handled("unary", TEST, "Block", "CANCELLED") == 1
+
+
+async def test_stream_cancelled_mid_way_is_cancelled(server: Server) -> None:
+    call = server.channel.unary_stream(f"/{TEST}/Stream")(b"", timeout=5)
+    assert await call.read() == b"first"
+    assert server.inflight(TEST, "Stream") == 1
+    call.cancel()
+    for _ in range(100):
+        if server.inflight(TEST, "Stream") == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert server.inflight(TEST, "Stream") == 0
+    assert server.handled("server_stream", TEST, "Stream", "CANCELLED") == 1
+    assert server.handled("server_stream", TEST, "Stream", "OK") == 0
 
 
 async def test_handler_cancelled_at_its_deadline_is_deadline_exceeded(server: Server) -> None:

@@ -61,3 +61,34 @@ async def test_metrics_endpoint_counts_requests_with_flytekit_names() -> None:
     assert 'flyte_connector_requests_failure_total{error_code="404",operation="create",task_type="nope"} 1.0' in body
     assert 'flyte_connector_request_latency_seconds_bucket{le="0.005",operation="create",task_type="job"}' in body
     assert "process_resident_memory_bytes" in body
+
+
+async def test_metrics_endpoint_has_grpc_server_pool_and_sensor_metrics(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from flyteidl.admin import agent_pb2 as pb
+
+    port = free_port()
+    async with run_service(metrics_port=port, metrics_host="127.0.0.1") as running:
+        await running.metadata_stub.ListAgents(pb.ListAgentsRequest(), timeout=5)
+        template = task_template("sensor", custom={"sensor_name": "FileSensor"}, inputs={"path": str})
+        from connector_service._literals import python_to_literal_map
+
+        created = await running.async_stub.CreateTask(
+            pb.CreateTaskRequest(template=template, inputs=python_to_literal_map({"path": str(tmp_path / "nope")})),
+            timeout=5,
+        )
+        category = pb.TaskCategory(name="sensor", version=0)
+        await running.async_stub.GetTask(
+            pb.GetTaskRequest(task_category=category, resource_meta=created.resource_meta), timeout=5
+        )
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        )
+    assert (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="ListAgents",'
+        'grpc_service="flyteidl.service.AgentMetadataService",grpc_type="unary"} 1.0'
+    ) in body
+    assert 'grpc_server_started_total{grpc_method="GetTask"' in body
+    assert "grpc_server_handling_seconds_bucket" in body
+    assert "flyte_connector_thread_pool_size 8.0" in body
+    assert 'flyte_connector_sensor_pokes_total{outcome="false",sensor="FileSensor"} 1.0' in body
+    assert "flyte_connector_inflight_requests" in body
