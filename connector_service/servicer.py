@@ -40,7 +40,9 @@ _DEADLINE_MARGIN = 0.05
 class _Call:
     """Context for one RPC: resolves the connector, bounds and runs it, maps errors, records metrics and logs."""
 
-    __slots__ = ("_context", "_svc", "_started", "operation", "entry", "task_label", "task_type", "execution_id")
+    __slots__ = (
+        "_context", "_svc", "_started", "operation", "entry", "task_label", "task_type", "execution_id", "sizes",
+    )  # fmt: skip
 
     def __init__(self, context: grpc.aio.ServicerContext, operation: str, svc: _Shared) -> None:
         self._context = context
@@ -50,6 +52,13 @@ class _Call:
         self.task_type = ""
         self.task_label = "unknown task type"
         self.execution_id = ""
+        self.sizes: dict[str, int] | None = None
+
+    def note_size(self, name: str, size: int) -> None:
+        """Remember a payload size for the debug log: sizes only, never contents."""
+        if self.sizes is None:
+            self.sizes = {}
+        self.sizes[name] = size
 
     def resolve(self, category: TaskCategory) -> RegisteredConnector:
         self.task_type = category.name
@@ -131,6 +140,8 @@ class _Call:
         }
         if self.execution_id:
             fields["task_execution_id"] = self.execution_id
+        if self.sizes and _log.isEnabledFor(logging.DEBUG):
+            fields.update(self.sizes)
         return fields
 
 
@@ -205,7 +216,9 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
                 raise InvalidRequestError("CreateTask: template.type is empty")
             entry = call.resolve(TaskCategory(template.type, template.task_type_version))
             _require_async(entry, "CreateTask")
-            self._metrics.observe_input_bytes(template.type, request.inputs.ByteSize())
+            input_bytes = request.inputs.ByteSize()
+            self._metrics.observe_input_bytes(template.type, input_bytes)
+            call.note_size("input_bytes", input_bytes)
             meta = await call.run(
                 "create",
                 {
@@ -231,7 +244,9 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
             _require_async(entry, "GetTask")
             meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
             resource = await call.run("get", {"resource_meta": meta})
-            return agent_pb2.GetTaskResponse(resource=resource_to_proto(resource, output_types, connector=entry.name))
+            proto = resource_to_proto(resource, output_types, connector=entry.name)
+            call.note_size("output_bytes", proto.outputs.ByteSize())
+            return agent_pb2.GetTaskResponse(resource=proto)
         raise AssertionError("unreachable")
 
     async def DeleteTask(
@@ -370,13 +385,16 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):  # type: ignor
                 raise InvalidRequestError(
                     f"ExecuteTaskSync: expected the client to half-close after inputs, got {_part(third)}"
                 )
-            self._metrics.observe_input_bytes(template.type, inputs.ByteSize())
+            input_bytes = inputs.ByteSize()
+            self._metrics.observe_input_bytes(template.type, input_bytes)
+            call.note_size("input_bytes", input_bytes)
             resource = await call.run(
                 "do",
                 {"task_template": template, "output_prefix": header.output_prefix, "inputs": inputs},
                 {"task_execution_metadata": header.task_execution_metadata},
             )
             proto = resource_to_proto(resource, _types(template), connector=entry.name)
+            call.note_size("output_bytes", proto.outputs.ByteSize())
             if not is_terminal_phase(proto.phase):
                 raise TypeError(
                     f"{entry.name} do() returned non-terminal phase "

@@ -213,6 +213,7 @@ async def test_json_access_log_has_call_fields_and_no_payloads(tmp_path: Path) -
     assert create["grpc_code"] == "OK"
     assert create["task_execution_id"] == "flytesnacks/development/exec1/n0/wf.job_task/2"
     assert isinstance(create["duration_ms"], float)
+    assert create["input_bytes"] > 0  # at debug level: sizes, never contents
     for secret_or_payload in ("987654321", "payload-marker-in-template", "very-secret-signing-key"):
         assert secret_or_payload not in stderr
 
@@ -246,3 +247,32 @@ def test_bad_yaml_values_are_reported_by_name(tmp_path: Path) -> None:
     assert "port" in str(err.value) and "operation-timeouts" in str(err.value)
     with pytest.raises(SettingsError, match="not a readable file"):
         Settings.load(["--config-file", str(tmp_path / "missing.yaml")])
+
+
+async def test_health_turns_not_serving_at_once_on_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector_service", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--metrics-port", "0", "--shutdown-delay", "3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        address = f"127.0.0.1:{port}"
+        await _wait_serving(address, proc)
+        async with grpc.aio.insecure_channel(address) as channel:
+            from grpc_health.v1 import health_pb2_grpc
+
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            proc.send_signal(signal.SIGTERM)
+            # Within the shutdown delay the server still answers, and says it is going away.
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert proc.poll() is None
+            check = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+        assert proc.returncode == 0, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
