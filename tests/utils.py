@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +18,7 @@ import grpc
 from flyteidl.admin import agent_pb2
 from flyteidl.core import literals_pb2, tasks_pb2
 from flyteidl.service import agent_pb2_grpc
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from connector_service import ConnectorRegistry, ConnectorService, Settings
 
@@ -91,3 +96,57 @@ def sync_requests(
         ),
         agent_pb2.ExecuteTaskSyncRequest(inputs=inputs),
     ]
+
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+async def wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30) -> None:
+    """Poll grpc.health.v1 until the server says SERVING, failing early if the process died."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.aio.AioRpcError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("service did not become SERVING")
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    address: str
+
+    async def finish(self, timeout: float = 30) -> str:
+        """Wait for the process to exit; return its stderr (the log)."""
+        _, stderr = await asyncio.to_thread(self.proc.communicate, timeout=timeout)
+        return str(stderr)
+
+
+@contextlib.asynccontextmanager
+async def serve_process(
+    *args: str, env: dict[str, str] | None = None, command: list[str] | None = None
+) -> AsyncIterator[Served]:
+    """``connector-service serve`` as a real subprocess on a free loopback port, killed on exit."""
+    port = free_port()
+    cmd = command or [sys.executable, "-m", "connector_service"]
+    proc = subprocess.Popen(
+        [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or ENV,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        await wait_serving(address, proc)
+        yield Served(proc=proc, address=address)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

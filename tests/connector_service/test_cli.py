@@ -8,19 +8,16 @@ import re
 import signal
 import subprocess
 import sys
-import time
+from typing import Any
 
 import grpc
 import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from connector_service.testing import task_template
-from tests.utils import SAMPLES, free_port
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+from tests.utils import ENV, SAMPLES, serve_process
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,99 +54,48 @@ def test_serve_help_lists_settings() -> None:
         assert flag in result.stdout
 
 
-async def _wait_serving(address: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            async with grpc.aio.insecure_channel(address) as channel:
-                response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-        except grpc.aio.AioRpcError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("service did not become SERVING")
+async def _slow_get(channel: grpc.aio.Channel, seconds: float, timeout: float) -> asyncio.Future[Any]:
+    """Start a GetTask on the sample "slow" connector that takes ``seconds``; return it in flight."""
+    stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+    template = task_template("slow", version=1, custom={"seconds": seconds})
+    created = await stub.CreateTask(agent_pb2.CreateTaskRequest(template=template), timeout=5)
+    category = agent_pb2.TaskCategory(name="slow", version=1)
+    request = agent_pb2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta)
+    call = asyncio.ensure_future(stub.GetTask(request, timeout=timeout))
+    await asyncio.sleep(0.3)  # let it reach the connector
+    return call
 
 
 @pytest.mark.parametrize("module", [True, False], ids=["python-m", "console-script"])
 async def test_serve_answers_then_sigterm_lets_in_flight_calls_finish(module: bool) -> None:
-    port = free_port()
-    cmd = (
-        [sys.executable, "-m", "connector_service"]
-        if module
-        else [os.path.join(os.path.dirname(sys.executable), "connector-service")]
-    )
-    proc = subprocess.Popen(
-        [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-         "--connector", SAMPLES, "--shutdown-delay", "0.2", "--log-format", "json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
-    )  # fmt: skip
-    try:
-        address = f"127.0.0.1:{port}"
-        await _wait_serving(address, proc)
-        async with grpc.aio.insecure_channel(address) as channel:
-            agents = await agent_pb2_grpc.AgentMetadataServiceStub(channel).ListAgents(
-                agent_pb2.ListAgentsRequest(), timeout=5
-            )
+    script = os.path.join(os.path.dirname(sys.executable), "connector-service")
+    command = [sys.executable, "-m", "connector_service"] if module else [script]
+    args = ("--connector", SAMPLES, "--shutdown-delay", "0.2", "--log-format", "json")
+    async with serve_process(*args, command=command) as served:
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            metadata = agent_pb2_grpc.AgentMetadataServiceStub(channel)
+            agents = await metadata.ListAgents(agent_pb2.ListAgentsRequest(), timeout=5)
             assert "Echo Connector" in {a.name for a in agents.agents}
-            stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
-            meta = (
-                await stub.CreateTask(
-                    agent_pb2.CreateTaskRequest(template=task_template("slow", version=1, custom={"seconds": 1.5})),
-                    timeout=5,
-                )
-            ).resource_meta
-            in_flight = asyncio.ensure_future(
-                stub.GetTask(
-                    agent_pb2.GetTaskRequest(
-                        task_category=agent_pb2.TaskCategory(name="slow", version=1), resource_meta=meta
-                    ),
-                    timeout=10,
-                )
-            )
-            await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
+            in_flight = await _slow_get(channel, seconds=1.5, timeout=10)
+            served.proc.send_signal(signal.SIGTERM)
             response = await in_flight
             assert response.resource.phase == execution_pb2.TaskExecution.SUCCEEDED
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
-        rc = proc.returncode
-        assert rc == 0, stderr
+        stderr = await served.finish()
+        assert served.proc.returncode == 0, stderr
         assert '"message": "SIGTERM: shutting down"' in stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 async def test_a_second_signal_forces_exit_while_draining() -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "connector_service", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--metrics-port", "0", "--connector", SAMPLES, "--shutdown-delay", "0", "--grace-period", "60"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
-    )  # fmt: skip
-    try:
-        address = f"127.0.0.1:{port}"
-        await _wait_serving(address, proc)
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
-            template = task_template("slow", version=1, custom={"seconds": 60})
-            created = await stub.CreateTask(agent_pb2.CreateTaskRequest(template=template), timeout=5)
-            category = agent_pb2.TaskCategory(name="slow", version=1)
-            request = agent_pb2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta)
-            in_flight = asyncio.ensure_future(stub.GetTask(request, timeout=90))
-            await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
+    args = ("--connector", SAMPLES, "--shutdown-delay", "0", "--grace-period", "60")
+    async with serve_process(*args) as served:
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            in_flight = await _slow_get(channel, seconds=60, timeout=90)
+            served.proc.send_signal(signal.SIGINT)
             await asyncio.sleep(1.0)
-            assert proc.poll() is None  # still draining the 60 s call
-            proc.send_signal(signal.SIGINT)
-            _, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
-            assert proc.returncode == 1
+            assert served.proc.poll() is None  # still draining the 60 s call
+            served.proc.send_signal(signal.SIGINT)
+            stderr = await served.finish(timeout=15)
+            assert served.proc.returncode == 1
             assert "second SIGINT: exiting now" in stderr
             with pytest.raises(grpc.aio.AioRpcError):
                 await in_flight
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()

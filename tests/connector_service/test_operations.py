@@ -15,12 +15,11 @@ import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from connector_service import Settings
 from connector_service.testing import task_template
-from tests.connector_service.test_cli import ENV, _wait_serving
-from tests.utils import SAMPLES, free_port, run_service
+from tests.utils import ENV, SAMPLES, run_service, serve_process
 
 LIFECYCLE = "tests.sample_connectors:lifecycle"
 
@@ -72,24 +71,13 @@ async def test_connectors_close_their_clients_on_sigterm(tmp_path: Path) -> None
     (tmp_path / "lifecycle_token").write_text("t0ken")
     marker = tmp_path / "closed"
     env = {**ENV, "FLYTE_SECRETS_DEFAULT_DIR": str(tmp_path), "LIFECYCLE_CLOSED_MARKER": str(marker)}
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "connector_service", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--metrics-port", "0", "--connector", LIFECYCLE, "--shutdown-delay", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
-        await _wait_serving(f"127.0.0.1:{port}", proc)
+    async with serve_process("--connector", LIFECYCLE, "--shutdown-delay", "0", env=env) as served:
         assert not marker.exists()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
-        assert proc.returncode == 0, stderr
+        served.proc.send_signal(signal.SIGTERM)
+        stderr = await served.finish()
+        assert served.proc.returncode == 0, stderr
         assert marker.read_text() == "closed"
         assert "t0ken" not in stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 async def test_stop_is_safe_to_call_twice_and_concurrently() -> None:
@@ -173,18 +161,10 @@ async def test_propellers_discovery_churn_leaks_no_connections() -> None:
 # -- logs -----------------------------------------------------------------------------------------
 
 
-async def test_json_access_log_has_call_fields_and_no_payloads(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "connector_service", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--metrics-port", "0", "--connector", SAMPLES, "--shutdown-delay", "0", "--log-format", "json",
-         "--log-level", "debug"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**ENV, "CONNECTOR_RESOURCE_META_KEY": "very-secret-signing-key"},
-    )  # fmt: skip
-    try:
-        address = f"127.0.0.1:{port}"
-        await _wait_serving(address, proc)
+async def test_json_access_log_has_call_fields_and_no_payloads() -> None:
+    args = ("--connector", SAMPLES, "--shutdown-delay", "0", "--log-format", "json", "--log-level", "debug")
+    env = {**ENV, "CONNECTOR_RESOURCE_META_KEY": "very-secret-signing-key"}
+    async with serve_process(*args, env=env) as served:
         from connector_service._literals import python_to_literal_map
 
         request = agent_pb2.CreateTaskRequest(
@@ -198,14 +178,10 @@ async def test_json_access_log_has_call_fields_and_no_payloads(tmp_path: Path) -
         tid.node_execution_id.node_id = "n0"
         tid.task_id.name = "wf.job_task"
         tid.retry_attempt = 2
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(served.address) as channel:
             await agent_pb2_grpc.AsyncAgentServiceStub(channel).CreateTask(request, timeout=5)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        served.proc.send_signal(signal.SIGTERM)
+        stderr = await served.finish()
     records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert records and len(records) == len(stderr.splitlines()), "every line is one JSON object"
     create = next(r for r in records if r.get("operation") == "create")
@@ -250,29 +226,16 @@ def test_bad_yaml_values_are_reported_by_name(tmp_path: Path) -> None:
 
 
 async def test_health_turns_not_serving_at_once_on_sigterm() -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "connector_service", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--metrics-port", "0", "--shutdown-delay", "3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
-    )  # fmt: skip
-    try:
-        address = f"127.0.0.1:{port}"
-        await _wait_serving(address, proc)
-        async with grpc.aio.insecure_channel(address) as channel:
-            from grpc_health.v1 import health_pb2_grpc
-
-            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    async with serve_process("--shutdown-delay", "3") as served:
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
-            proc.send_signal(signal.SIGTERM)
+            served.proc.send_signal(signal.SIGTERM)
             # Within the shutdown delay the server still answers, and says it is going away.
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert proc.poll() is None
-            check = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert served.proc.poll() is None
+            check = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
             assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
-        assert proc.returncode == 0, stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        stderr = await served.finish()
+        assert served.proc.returncode == 0, stderr
