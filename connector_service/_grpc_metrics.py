@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -75,14 +76,21 @@ class _MethodMetrics:
     HTTP thread) read an int, which the GIL keeps whole. That saves two locked gauge updates a call.
     """
 
-    __slots__ = ("started", "inflight", "observe", "handled_ok", "_handled", "_handled_metric", "_labels")
+    __slots__ = (
+        "started", "inflight", "inflight_child", "observe", "handled_ok", "_handled", "_handled_metric", "_labels",
+    )  # fmt: skip
 
     def __init__(self, metrics: GrpcServerMetrics, grpc_type: str, service: str, method: str) -> None:
         self._labels = (grpc_type, service, method)
         self._handled_metric = metrics.handled
         self.started: Callable[[], None] = metrics.started.labels(grpc_type, service, method).inc
         self.inflight = 0
-        metrics.inflight.labels(service, method).set_function(self._inflight)
+        self.inflight_child: Any = None
+        if metrics.multiprocess:
+            # set_function cannot cross processes: sync_gauges() copies the count periodically.
+            self.inflight_child = metrics.inflight.labels(service, method)
+        else:
+            metrics.inflight.labels(service, method).set_function(self._inflight)
         self.observe: Callable[[float], None] = metrics.handling_seconds.labels(grpc_type, service, method).observe
         self._handled: dict[Any, Callable[[], None]] = {}
         self.handled_ok = self._handled_child(_OK)
@@ -112,6 +120,8 @@ class GrpcServerMetrics:
 
     def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...] = SECONDS_BUCKETS) -> None:
         self.registry = registry
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        """Under --workers: values live in files the supervisor aggregates; gauges sum across workers."""
         labels = ["grpc_type", "grpc_service", "grpc_method"]
         self.started = Counter(
             "grpc_server_started", "Total number of RPCs started on the server.", labels, registry=registry
@@ -134,14 +144,19 @@ class GrpcServerMetrics:
             "RPCs being handled right now (async handlers: calls started and not yet handled).",
             ["grpc_service", "grpc_method"],
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.pool_busy = Gauge(
             "flyte_connector_thread_pool_busy",
             "Worker threads busy running plain-def connector and sensor methods.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self._pool_size = Gauge(
-            "flyte_connector_thread_pool_size", "Size of the worker thread pool.", registry=registry
+            "flyte_connector_thread_pool_size",
+            "Size of the worker thread pool.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.sensor_pokes = Counter(
             "flyte_connector_sensor_pokes",
@@ -168,6 +183,12 @@ class GrpcServerMetrics:
             found = _MethodMetrics(self, grpc_type, service, method)
             self._methods[key] = found
         return found
+
+    def sync_gauges(self) -> None:
+        """Copy in-flight counts into their gauges (multiprocess mode only; called periodically)."""
+        for m in self._methods.values():
+            if m.inflight_child is not None:
+                m.inflight_child.set(m.inflight)
 
     # -- thread pool ---------------------------------------------------------------------------
 

@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "list":
         print(describe(registry))
         return 0
+    if settings.workers > 1:
+        from connector_service.supervisor import supervise
+
+        return supervise(settings, rest)
     return _run(settings, registry)
 
 

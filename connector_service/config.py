@@ -114,6 +114,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Upper bound in seconds on one sensor poke (the caller's deadline also bounds it).",
     )
+    workers: int = Field(
+        default_factory=lambda: int(os.environ.get("WEB_CONCURRENCY") or 1),
+        ge=1,
+        le=64,
+        description="Server processes sharing the port (SO_REUSEPORT) under one supervisor; default $WEB_CONCURRENCY "
+        "or 1. Replicas are the first way to scale: see the README.",
+    )
+    reuse_port: bool = Field(
+        False, description="Let several processes bind the same port (set for --workers' processes)."
+    )
     loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="Event loop: uvloop when installed (auto), or the standard asyncio loop."
     )
@@ -187,6 +197,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.workers > 1 and self.port == 0:
+            raise ValueError("workers > 1 needs a fixed port (port 0 would give each process its own)")
         if self.metrics_port and self.metrics_port == self.port and self.metrics_host == self.host:
             raise ValueError(f"metrics_port {self.metrics_port} is the same as port; pick another or 0 to disable")
         return self

@@ -67,6 +67,7 @@ class ConnectorService:
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._set_up: list[Any] = []
+        self._gauge_sync: asyncio.Future[None] | None = None
         self.unavailable: dict[str, str] = {}
         """Health service name -> why, for connectors started without (--skip-broken-connectors)."""
 
@@ -86,8 +87,9 @@ class ConnectorService:
         options = [
             ("grpc.max_receive_message_length", settings.max_message_size),
             ("grpc.max_send_message_length", settings.max_message_size),
-            # An accidental second instance on the same port must fail, not silently share it.
-            ("grpc.so_reuseport", 0),
+            # An accidental second instance on the same port must fail, not silently share it;
+            # only --workers' processes share on purpose.
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ]
         server = grpc.aio.server(
             options=options,
@@ -139,6 +141,8 @@ class ConnectorService:
                 ) from None
             self.metrics_port = self._metrics_http.server_port
 
+        if self.grpc_metrics.multiprocess:
+            self._gauge_sync = asyncio.ensure_future(self._sync_gauges())
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         # Per-plugin health, so an operator (or a probe with `service:`) can see what is broken.
@@ -152,6 +156,11 @@ class ConnectorService:
             _bind_address(settings.host, self.port),
             f"{settings.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
         )
+
+    async def _sync_gauges(self) -> None:
+        while True:
+            self.grpc_metrics.sync_gauges()
+            await asyncio.sleep(1.0)
 
     async def _setup_plugins(self) -> None:
         self.unavailable.clear()
@@ -209,6 +218,8 @@ class ConnectorService:
                 self._metrics_http.shutdown()
                 self._metrics_http.server_close()
         finally:
+            if self._gauge_sync is not None:
+                self._gauge_sync.cancel()
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()

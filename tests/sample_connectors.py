@@ -65,7 +65,7 @@ class JobConnector(AsyncConnectorBase):
             return Resource(phase=Phase.ABORTED, message="cancelled")
         if time.time() < resource_meta.done_at:
             link = execution_pb2.TaskLog(uri=f"https://jobs.example/{resource_meta.job_id}", name="Job console")
-            return Resource(phase=Phase.RUNNING, message="running", log_links=[link])
+            return Resource(phase=Phase.RUNNING, message=f"running (served by pid {os.getpid()})", log_links=[link])
         if resource_meta.fail:
             return Resource(phase=Phase.FAILED, message=resource_meta.fail)
         return Resource(

@@ -1,0 +1,82 @@
+"""``--workers``: several processes on one port, metrics that add up, one drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import urllib.request
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.core import execution_pb2
+from flyteidl.service import agent_pb2_grpc
+
+from connector_service.testing import task_template
+from tests.utils import SAMPLES, free_port, serve_process
+
+
+async def _running_pid(address: str) -> int:
+    """Create and poll a job on a fresh connection; the answer names the serving process."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+        template = task_template("job", custom={"seconds": 60}, inputs={"x": int})
+        created = await stub.CreateTask(agent_pb2.CreateTaskRequest(template=template), timeout=5)
+        category = agent_pb2.TaskCategory(name="job", version=0)
+        response = await stub.GetTask(
+            agent_pb2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta), timeout=5
+        )
+    match = re.search(r"served by pid (\d+)", response.resource.message)
+    assert match, response.resource.message
+    return int(match.group(1))
+
+
+async def test_workers_share_the_port_and_metrics_add_up() -> None:
+    metrics_port = free_port()
+    args = ("--workers", "2", "--connector", SAMPLES, "--metrics-port", str(metrics_port),
+            "--metrics-host", "127.0.0.1", "--shutdown-delay", "0")  # fmt: skip
+    async with serve_process(*args) as served:
+        pids = [await _running_pid(served.address) for _ in range(24)]
+        assert len(set(pids)) == 2, pids  # the kernel spread the connections over both workers
+        assert served.proc.pid not in pids  # the supervisor serves no RPCs itself
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        assert 'flyte_connector_requests_success_total{operation="create",task_type="job"} 24.0' in body
+        assert 'flyte_connector_requests_success_total{operation="get",task_type="job"} 24.0' in body
+        assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateTask"' in body
+
+        # One SIGTERM to the supervisor drains every worker: an in-flight call still finishes.
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+            template = task_template("slow", version=1, custom={"seconds": 1.5})
+            created = await stub.CreateTask(agent_pb2.CreateTaskRequest(template=template), timeout=5)
+            category = agent_pb2.TaskCategory(name="slow", version=1)
+            call = asyncio.ensure_future(
+                stub.GetTask(
+                    agent_pb2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta), timeout=10
+                )
+            )
+            await asyncio.sleep(0.3)
+            served.proc.send_signal(signal.SIGTERM)
+            assert (await call).resource.phase == execution_pb2.TaskExecution.SUCCEEDED
+        stderr = await served.finish()
+        assert served.proc.returncode == 0, stderr
+
+
+def test_workers_that_cannot_start_stop_the_supervisor() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "connector_service", "serve", "--workers", "2", "--host", "127.0.0.1",
+             "--port", str(port), "--metrics-port", "0"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "failed at start-up" in result.stderr
+    assert "cannot listen on" in result.stderr
