@@ -70,6 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(settings, registry)
 
 
+SUPERVISOR_PID_ENV = "CONNECTOR_SUPERVISOR_PID"
+
+
+async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
+    """A --workers process drains and exits if its supervisor is gone (even SIGKILLed),
+    rather than serving on as an orphan nobody will stop."""
+    while os.getppid() == supervisor_pid:  # noqa: ASYNC110 - polling the OS, no event to wait on
+        await asyncio.sleep(1.0)
+    _log.warning("supervisor (pid %d) is gone: shutting down", supervisor_pid)
+    stop.set()
+
+
 def describe(registry: ConnectorRegistry) -> str:
     rows = [("CONNECTOR", "TASK TYPE", "VERSION", "SYNC", "SOURCE")]
     for entry in sorted(registry.connectors(), key=lambda e: (e.category.name, e.category.version)):
@@ -131,6 +143,10 @@ async def _serve(settings: Settings, registry: ConnectorRegistry) -> int:
         _log.error("%s", exc)
         return 1
     _log.info("connector service ready (pid %d, loop %s)", os.getpid(), type(loop).__module__.split(".")[0])
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    watchdog = asyncio.ensure_future(_watch_parent(int(supervisor), stop)) if supervisor else None
     await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     await service.stop()
     return 0

@@ -22,6 +22,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from connector_service.cli import SUPERVISOR_PID_ENV
 from connector_service.config import Settings
 
 __all__ = ["supervise"]
@@ -57,7 +58,7 @@ class _Worker:
 
 def supervise(settings: Settings, cli_args: Sequence[str]) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="connector-metrics-")
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, SUPERVISOR_PID_ENV: str(os.getpid())}
     # Later flags win, so these override whatever the operator passed for the whole service.
     argv = [
         sys.executable, "-m", "connector_service", "serve", *cli_args,

@@ -80,3 +80,23 @@ def test_workers_that_cannot_start_stop_the_supervisor() -> None:
     assert result.returncode == 1
     assert "failed at start-up" in result.stderr
     assert "cannot listen on" in result.stderr
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor() -> None:
+    import os
+    import time
+
+    async with serve_process("--workers", "2", "--connector", SAMPLES) as served:
+        pids = {await _running_pid(served.address) for _ in range(12)}
+        served.proc.kill()  # SIGKILL: the supervisor cannot forward anything
+        served.proc.wait()
+        deadline = time.monotonic() + 15
+        alive = set(pids)
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            await asyncio.sleep(0.2)
+        assert not alive, f"orphaned workers {alive}"
