@@ -9,6 +9,7 @@ model wrappers, and nothing here registers itself anywhere on import.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from abc import ABC, abstractmethod
@@ -80,17 +81,31 @@ class ResourceMeta:
 def _dataclass_from_dict(cls: type[_T], values: Mapping[str, Any]) -> _T:
     if not isinstance(values, Mapping):
         raise ValueError(f"expected a JSON object for {cls.__name__}, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if field.name not in values:
+    for name, nested in _field_plan(cls):  # type: ignore[arg-type]
+        if name not in values:
             continue
-        value = values[field.name]
-        field_type = hints.get(field.name)
-        if isinstance(field_type, type) and dataclasses.is_dataclass(field_type) and isinstance(value, Mapping):
-            value = _dataclass_from_dict(field_type, value)  # type: ignore[type-var]
-        kwargs[field.name] = value
+        value = values[name]
+        if nested is not None and isinstance(value, Mapping):
+            value = _dataclass_from_dict(nested, value)
+        kwargs[name] = value
     return cls(**kwargs)
+
+
+@functools.cache
+def _field_plan(cls: type) -> tuple[tuple[str, type | None], ...]:
+    """Each field's name and, if it is a dataclass, its type: resolved once per class.
+
+    GetTask decodes a meta on every poll; resolving type hints each time was the largest
+    cost of the whole call.
+    """
+    hints = typing.get_type_hints(cls)
+    plan = []
+    for field in dataclasses.fields(cls):
+        field_type = hints.get(field.name)
+        nested = field_type if isinstance(field_type, type) and dataclasses.is_dataclass(field_type) else None
+        plan.append((field.name, nested))
+    return tuple(plan)
 
 
 @dataclass

@@ -7,6 +7,8 @@ exposes no quantiles), so p99 can be computed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -61,13 +63,28 @@ class ConnectorMetrics:
             registry=registry,
         )
 
+        self._children: dict[tuple[str, str], tuple[Callable[[], None], Callable[[float], None]]] = {}
+        self._input_children: dict[str, Callable[[float], None]] = {}
+
+    def _child(self, task_type: str, operation: str) -> tuple[Callable[[], None], Callable[[float], None]]:
+        # Resolved once per (task type, operation): labels() costs a lock and a dict build per call.
+        found = self._children.get((task_type, operation))
+        if found is None:
+            found = (self.success.labels(task_type, operation).inc, self.latency.labels(task_type, operation).observe)
+            self._children[(task_type, operation)] = found
+        return found
+
     def observe_success(self, task_type: str, operation: str, seconds: float) -> None:
-        self.success.labels(task_type, operation).inc()
-        self.latency.labels(task_type, operation).observe(seconds)
+        inc, observe = self._child(task_type, operation)
+        inc()
+        observe(seconds)
 
     def observe_failure(self, task_type: str, operation: str, error_code: str, seconds: float) -> None:
         self.failure.labels(task_type, operation, error_code).inc()
-        self.latency.labels(task_type, operation).observe(seconds)
+        self._child(task_type, operation)[1](seconds)
 
     def observe_input_bytes(self, task_type: str, size: int) -> None:
-        self.input_bytes.labels(task_type).observe(size)
+        observe = self._input_children.get(task_type)
+        if observe is None:
+            observe = self._input_children[task_type] = self.input_bytes.labels(task_type).observe
+        observe(size)

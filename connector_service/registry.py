@@ -63,6 +63,7 @@ class _Method:
     fn: Callable[..., Any]
     is_async: bool
     explicit_params: frozenset[str]
+    is_async_gen: bool = False
 
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> _Method:
@@ -74,7 +75,7 @@ class _Method:
         is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         if not is_async and callable(fn) and not inspect.isfunction(fn) and not inspect.ismethod(fn):
             is_async = inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
-        return cls(fn=fn, is_async=is_async, explicit_params=explicit)
+        return cls(fn=fn, is_async=is_async, explicit_params=explicit, is_async_gen=inspect.isasyncgenfunction(fn))
 
     async def __call__(self, args: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Any:
         """Call with ``args`` (always passed) and ``extras`` (only if the method names them).
@@ -87,7 +88,7 @@ class _Method:
         if extras:
             kwargs.update((k, v) for k, v in extras.items() if k in self.explicit_params)
         if self.is_async:
-            if inspect.isasyncgenfunction(self.fn):
+            if self.is_async_gen:
                 return self.fn(**kwargs)
             return await self.fn(**kwargs)
         loop = asyncio.get_running_loop()

@@ -49,7 +49,7 @@ class _Call:
         self._svc = svc
         self.operation = operation
         self.entry: RegisteredConnector | None = None
-        self.task_type = ""
+        self.task_type = "unknown"
         self.task_label = "unknown task type"
         self.execution_id = ""
         self.sizes: dict[str, int] | None = None
@@ -61,9 +61,11 @@ class _Call:
         self.sizes[name] = size
 
     def resolve(self, category: TaskCategory) -> RegisteredConnector:
-        self.task_type = category.name
         self.task_label = f"{category.name} (version {category.version})"
         self.entry = self._svc.registry.lookup(category)
+        # Only registered names become metric labels: a caller inventing task types must not
+        # be able to grow the metrics without bound.
+        self.task_type = category.name
         return self.entry
 
     def timeout(self) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import inspect
 import time
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ class SensorEngine(AsyncConnectorBase):
         if meta.sensor_config is not None and not isinstance(meta.sensor_config, dict):
             raise InvalidRequestError("sensor resource_meta: sensor_config must be an object")
         inputs = _decode_inputs(meta)
-        if meta.created_at is not None and "started_at" in _poke_params(sensor) and "started_at" not in inputs:
+        if meta.created_at is not None and "started_at" not in inputs and _wants_started_at(type(sensor)):
             inputs["started_at"] = datetime.datetime.fromtimestamp(meta.created_at, datetime.UTC)
         bound = sensor.with_config(meta.sensor_config)
         budget = self.poke_timeout
@@ -143,7 +144,8 @@ class SensorEngine(AsyncConnectorBase):
         budget = max(budget, _MIN_POKE_BUDGET)
         started = time.perf_counter()
         try:
-            done = await asyncio.wait_for(_poke(bound, inputs), budget)
+            async with asyncio.timeout(budget):
+                done = await _poke(bound, inputs)
         except TimeoutError:
             self._observe(meta.sensor_name, "timeout", started)
             return Resource(
@@ -189,11 +191,13 @@ def _decode_inputs(meta: SensorMetadata) -> dict[str, Any]:
     return dict(meta.inputs or {})
 
 
-def _poke_params(sensor: BaseSensor) -> frozenset[str]:
+@functools.cache
+def _wants_started_at(sensor_cls: type[BaseSensor]) -> bool:
+    """Whether poke() names ``started_at``; decided once per class, not on every poll."""
     try:
-        return frozenset(inspect.signature(sensor.poke).parameters)
+        return "started_at" in inspect.signature(sensor_cls.poke).parameters
     except (TypeError, ValueError):
-        return frozenset()
+        return False
 
 
 def _check_signature(sensor: BaseSensor, inputs: dict[str, Any]) -> None:

@@ -58,7 +58,7 @@ async def test_metrics_endpoint_counts_requests_with_flytekit_names() -> None:
             await running.async_stub.CreateTask(agent_pb2.CreateTaskRequest(template=task_template("nope")), timeout=5)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'flyte_connector_requests_success_total{operation="create",task_type="job"} 1.0' in body
-    assert 'flyte_connector_requests_failure_total{error_code="404",operation="create",task_type="nope"} 1.0' in body
+    assert 'flyte_connector_requests_failure_total{error_code="404",operation="create",task_type="unknown"} 1.0' in body
     assert 'flyte_connector_request_latency_seconds_bucket{le="0.005",operation="create",task_type="job"}' in body
     assert "process_resident_memory_bytes" in body
 
