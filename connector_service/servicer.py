@@ -68,24 +68,32 @@ class _Call:
         self.task_type = category.name
         return self.entry
 
-    def timeout(self) -> float:
-        """The caller's remaining deadline (less a margin for the reply), within the operation's cap."""
+    def timeout(self) -> tuple[float, bool]:
+        """The budget for the connector, and whether the server-side cap (not the caller) sets it.
+
+        The budget is the caller's remaining deadline, less a margin for the reply, within the
+        operation's cap.
+        """
         cap = self._svc.caps[self.operation]
         remaining: float | None = self._context.time_remaining()
-        if remaining is None:
-            return cap
-        return min(max(remaining - _DEADLINE_MARGIN, 0.0), cap)
+        if remaining is None or remaining - _DEADLINE_MARGIN > cap:
+            return cap, True
+        return max(remaining - _DEADLINE_MARGIN, 0.0), False
 
     async def run(self, method: str, args: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Any:
-        """Call the resolved connector's ``method``, bounded by ``timeout()``.
+        """Call the resolved connector's ``method`` within its budget.
 
-        The connector is told the budget (as ``timeout``, if it asks for it) and is cancelled
-        when it runs out, so no call outlives its caller or the server-side cap.
+        The connector is told the budget (as ``timeout``, if it asks for it). When the
+        caller's deadline is the limit, grpc itself cancels the handler at that deadline;
+        a timer of our own is needed (and paid for) only when the server-side cap is tighter.
         """
         assert self.entry is not None
-        budget = self.timeout()
+        budget, capped = self.timeout()
+        call = self.entry.methods[method](args, {**extras, "timeout": budget} if extras else {"timeout": budget})
+        if not capped:
+            return await call
         async with asyncio.timeout(budget):
-            return await self.entry.methods[method](args, {**(extras or {}), "timeout": budget})
+            return await call
 
     async def __aenter__(self) -> _Call:
         self._started = time.perf_counter()
