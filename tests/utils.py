@@ -26,11 +26,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = "tests.sample_connectors:ALL"
 
 
-@dataclass
-class Running:
-    service: ConnectorService
+class Stubs:
+    """flyteidl stubs over ``self.channel``, as propeller would call them."""
+
     channel: grpc.aio.Channel
-    address: str
 
     @property
     def async_stub(self) -> agent_pb2_grpc.AsyncAgentServiceStub:
@@ -47,6 +46,13 @@ class Running:
     @property
     def health_stub(self) -> health_pb2_grpc.HealthStub:
         return health_pb2_grpc.HealthStub(self.channel)
+
+
+@dataclass
+class Running(Stubs):
+    service: ConnectorService
+    channel: grpc.aio.Channel
+    address: str
 
 
 def test_settings(**overrides: Any) -> Settings:

@@ -21,7 +21,7 @@ from connector_service.metrics import ConnectorMetrics
 from connector_service.registry import ConnectorRegistry
 from connector_service.servicer import AgentMetadataServicer, AsyncAgentServicer, SyncAgentServicer
 from connector_service.testing import task_template
-from tests.utils import SAMPLES, sync_requests, test_settings
+from tests.utils import SAMPLES, Stubs, sync_requests, test_settings
 
 ASYNC = "flyteidl.service.AsyncAgentService"
 SYNC = "flyteidl.service.SyncAgentService"
@@ -30,7 +30,7 @@ TEST = "test.Raw"
 
 
 @dataclass
-class Server:
+class Server(Stubs):
     registry: CollectorRegistry
     channel: grpc.aio.Channel
     release: asyncio.Event
@@ -48,18 +48,6 @@ class Server:
 
     def inflight(self, service: str, method: str) -> float:
         return self.value("flyte_connector_inflight_requests", grpc_service=service, grpc_method=method)
-
-    @property
-    def async_stub(self) -> agent_pb2_grpc.AsyncAgentServiceStub:
-        return agent_pb2_grpc.AsyncAgentServiceStub(self.channel)
-
-    @property
-    def sync_stub(self) -> agent_pb2_grpc.SyncAgentServiceStub:
-        return agent_pb2_grpc.SyncAgentServiceStub(self.channel)
-
-    @property
-    def metadata_stub(self) -> agent_pb2_grpc.AgentMetadataServiceStub:
-        return agent_pb2_grpc.AgentMetadataServiceStub(self.channel)
 
 
 def _raw_handlers(release: asyncio.Event) -> grpc.GenericRpcHandler:
