@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from flyteidl.service import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from connector_service import ConnectorRegistry, ConnectorService, Settings
+from connector_service._literals import python_to_literal_map, variable_types
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = "tests.sample_connectors:ALL"
@@ -53,6 +54,39 @@ class Running(Stubs):
     service: ConnectorService
     channel: grpc.aio.Channel
     address: str
+
+
+async def create_task(
+    svc: Stubs,
+    template: tasks_pb2.TaskTemplate,
+    inputs: Mapping[str, Any] | literals_pb2.LiteralMap | None = None,
+    timeout: float = 10,
+) -> bytes:
+    """CreateTask as propeller sends it; dict inputs are typed by the template's interface."""
+    if not isinstance(inputs, literals_pb2.LiteralMap):
+        inputs = python_to_literal_map(inputs or {}, variable_types(template.interface.inputs))
+    response = await svc.async_stub.CreateTask(
+        agent_pb2.CreateTaskRequest(template=template, inputs=inputs, output_prefix="s3://bucket/prefix"),
+        timeout=timeout,
+    )
+    return bytes(response.resource_meta)
+
+
+async def get_task(svc: Stubs, meta: bytes, name: str, version: int = 0, timeout: float = 10) -> agent_pb2.Resource:
+    """GetTask by task_category, replaying the resource_meta verbatim as propeller does."""
+    category = agent_pb2.TaskCategory(name=name, version=version)
+    response = await svc.async_stub.GetTask(
+        agent_pb2.GetTaskRequest(task_category=category, resource_meta=meta, output_prefix="s3://bucket/prefix"),
+        timeout=timeout,
+    )
+    return response.resource
+
+
+async def delete_task(svc: Stubs, meta: bytes, name: str, version: int = 0, timeout: float = 5) -> None:
+    category = agent_pb2.TaskCategory(name=name, version=version)
+    await svc.async_stub.DeleteTask(
+        agent_pb2.DeleteTaskRequest(task_category=category, resource_meta=meta), timeout=timeout
+    )
 
 
 def test_settings(**overrides: Any) -> Settings:

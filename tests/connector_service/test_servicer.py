@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 import time
 from pathlib import Path
@@ -16,32 +17,17 @@ from connector_service import File
 from connector_service._literals import literal_map_to_python, python_to_literal_map
 from connector_service.testing import task_template
 from tests.sample_connectors import BlockingConnector, SlowConnector
-from tests.utils import Running, run_service, sync_requests
+from tests.utils import Running, create_task, get_task, run_service, sync_requests
 
 Phase = execution_pb2.TaskExecution
 
 
+create = create_task
+get = functools.partial(get_task, name="job")
+
+
 def cat(name: str, version: int = 0) -> agent_pb2.TaskCategory:
     return agent_pb2.TaskCategory(name=name, version=version)
-
-
-async def create(svc: Running, template, inputs=None, timeout: float = 10) -> bytes:  # type: ignore[no-untyped-def]
-    lm = inputs if isinstance(inputs, literals_pb2.LiteralMap) else python_to_literal_map(inputs or {})
-    response = await svc.async_stub.CreateTask(
-        agent_pb2.CreateTaskRequest(template=template, inputs=lm, output_prefix="s3://bucket/prefix"),
-        timeout=timeout,
-    )
-    return bytes(response.resource_meta)
-
-
-async def get(
-    svc: Running, meta: bytes, name: str = "job", version: int = 0, timeout: float = 10
-) -> agent_pb2.Resource:
-    response = await svc.async_stub.GetTask(
-        agent_pb2.GetTaskRequest(task_category=cat(name, version), resource_meta=meta, output_prefix="s3://b/p"),
-        timeout=timeout,
-    )
-    return response.resource
 
 
 # -- discovery -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 import sys
@@ -16,29 +17,15 @@ import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, tasks_pb2
 
-from connector_service._literals import python_to_literal_map
 from connector_service.testing import task_template
-from tests.utils import Running, run_service
+from tests.utils import Running, create_task, delete_task, get_task, run_service
 
 Phase = execution_pb2.TaskExecution
 SENSOR = agent_pb2.TaskCategory(name="sensor", version=0)
 
-
-async def create(svc: Running, template: tasks_pb2.TaskTemplate, inputs: dict[str, Any] | None = None) -> bytes:
-    response = await svc.async_stub.CreateTask(
-        agent_pb2.CreateTaskRequest(
-            template=template, inputs=python_to_literal_map(inputs or {}), output_prefix="s3://bucket/prefix"
-        ),
-        timeout=10,
-    )
-    return bytes(response.resource_meta)
-
-
-async def get(svc: Running, meta: bytes, timeout: float = 10) -> agent_pb2.Resource:
-    response = await svc.async_stub.GetTask(
-        agent_pb2.GetTaskRequest(task_category=SENSOR, resource_meta=meta), timeout=timeout
-    )
-    return response.resource
+create = create_task
+get = functools.partial(get_task, name="sensor")
+delete = functools.partial(delete_task, name="sensor")
 
 
 async def rpc_error(call: Any) -> grpc.aio.AioRpcError:

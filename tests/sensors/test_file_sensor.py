@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -13,10 +14,14 @@ from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
 
 from connector_service._envelope import open_meta
 from connector_service.testing import task_template
-from tests.utils import FIXTURES, Running
+from tests.utils import FIXTURES, Running, create_task, delete_task, get_task
 
 Phase = execution_pb2.TaskExecution
 SENSOR = agent_pb2.TaskCategory(name="sensor", version=0)
+
+create = create_task
+get = functools.partial(get_task, name="sensor")
+delete = functools.partial(delete_task, name="sensor")
 FLYTEKIT = FIXTURES / "flytekit"
 
 
@@ -41,24 +46,6 @@ def flytekit_meta(path: str) -> bytes:
     assert meta["inputs"] == {"path": "/tmp/placeholder"}
     meta["inputs"]["path"] = path
     return json.dumps(meta).encode()
-
-
-async def create(svc: Running, template: tasks_pb2.TaskTemplate, inputs: literals_pb2.LiteralMap) -> bytes:
-    response = await svc.async_stub.CreateTask(
-        agent_pb2.CreateTaskRequest(template=template, inputs=inputs, output_prefix="s3://bucket/prefix"), timeout=10
-    )
-    return bytes(response.resource_meta)
-
-
-async def get(svc: Running, meta: bytes) -> agent_pb2.Resource:
-    response = await svc.async_stub.GetTask(
-        agent_pb2.GetTaskRequest(task_category=SENSOR, resource_meta=meta), timeout=10
-    )
-    return response.resource
-
-
-async def delete(svc: Running, meta: bytes) -> None:
-    await svc.async_stub.DeleteTask(agent_pb2.DeleteTaskRequest(task_category=SENSOR, resource_meta=meta), timeout=5)
 
 
 def file_sensor(path: str) -> tuple[tasks_pb2.TaskTemplate, literals_pb2.LiteralMap]:

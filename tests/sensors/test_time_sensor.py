@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import time
 from typing import Any
 
@@ -12,12 +13,15 @@ import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, tasks_pb2
 
-from connector_service._literals import python_to_literal_map, variable_types
 from connector_service.testing import task_template
-from tests.utils import Running
+from tests.utils import Running, create_task, delete_task, get_task
 
 Phase = execution_pb2.TaskExecution
 SENSOR = agent_pb2.TaskCategory(name="sensor", version=0)
+
+create = create_task
+get = functools.partial(get_task, name="sensor")
+delete = functools.partial(delete_task, name="sensor")
 UTC = datetime.UTC
 
 
@@ -26,21 +30,6 @@ def time_sensor(inputs: dict[str, Any] | None = None, config: dict[str, Any] | N
     if config is not None:
         custom["sensor_config"] = config
     return task_template("sensor", custom=custom, inputs=inputs)
-
-
-async def create(svc: Running, template: tasks_pb2.TaskTemplate, inputs: dict[str, Any] | None = None) -> bytes:
-    lm = python_to_literal_map(inputs or {}, variable_types(template.interface.inputs))
-    response = await svc.async_stub.CreateTask(
-        agent_pb2.CreateTaskRequest(template=template, inputs=lm, output_prefix="s3://bucket/prefix"), timeout=10
-    )
-    return bytes(response.resource_meta)
-
-
-async def get(svc: Running, meta: bytes) -> agent_pb2.Resource:
-    response = await svc.async_stub.GetTask(
-        agent_pb2.GetTaskRequest(task_category=SENSOR, resource_meta=meta), timeout=10
-    )
-    return response.resource
 
 
 async def poll_until_done(svc: Running, meta: bytes, limit: float = 10) -> tuple[agent_pb2.Resource, float]:
