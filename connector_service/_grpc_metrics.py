@@ -68,6 +68,17 @@ def _cancel_code(context: Any) -> int:
     return _DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else _CANCELLED
 
 
+def _failure_code(exc: BaseException, context: Any) -> Any:
+    """The status a handler that raised ``exc`` ends with, as the client will see it."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return _code_of(context)
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return _cancel_code(context)
+    # grpc sends a code set with set_code() before the raise; UNKNOWN otherwise.
+    set_code = _code_of(context)
+    return _UNKNOWN if set_code == _OK else set_code
+
+
 class _MethodMetrics:
     """The label children of one method, resolved once; ``done`` records a finished call.
 
@@ -257,16 +268,8 @@ def _wrap_coroutine(inner: Callable[[Any, Any], Awaitable[Any]], m: _MethodMetri
             response = await inner(request, context)
             code = _code_of(context)
             return response
-        except grpc.aio.AbortError:
-            code = _code_of(context)
-            raise
-        except asyncio.CancelledError:
-            code = _cancel_code(context)
-            raise
-        except Exception:
-            # grpc sends a code set with set_code() before the raise; UNKNOWN otherwise.
-            set_code = _code_of(context)
-            code = _UNKNOWN if set_code == _OK else set_code
+        except BaseException as exc:
+            code = _failure_code(exc, context)
             raise
         finally:
             done(code, start)
@@ -289,21 +292,14 @@ def _wrap_async_gen(inner: Callable[[Any, Any], AsyncGenerator[Any, None]], m: _
             async for response in responses:
                 yield response
             code = _code_of(context)
-        except grpc.aio.AbortError:
-            code = _code_of(context)
-            raise
-        except asyncio.CancelledError:
-            code = _cancel_code(context)
-            raise
         except GeneratorExit:
             # grpc stopped consuming (the call was cancelled while a message was being sent):
             # close the handler's generator too, so its cleanup runs now.
             code = _cancel_code(context)
             await responses.aclose()
             raise
-        except Exception:
-            set_code = _code_of(context)
-            code = _UNKNOWN if set_code == _OK else set_code
+        except BaseException as exc:
+            code = _failure_code(exc, context)
             raise
         finally:
             done(code, start)
