@@ -46,19 +46,11 @@ except ImportError:  # run with an interpreter without the project: use the repo
     raise
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.loadgen import percentile  # noqa: E402
+from benchmarks.loadgen import OPS, percentile  # noqa: E402
 
 CONNECTORS = ("bench_noop", "bench_sleep", "bench_slow", "bench_block", "bench_echo", "BenchSensor")
-MATRIX_OPS = (
-    "create_noop",
-    "get_noop",
-    "cycle_noop",
-    "get_block",
-    "get_sleep",
-    "sync_echo",
-    "list_agents",
-    "get_sensor",
-)
+MATRIX_OPS = tuple(op for op in OPS if op != "get_slow")
+"""Every operation loadgen drives but ``get_slow``, which only the SIGTERM drain uses."""
 CONCURRENCY = (1, 16, 128)
 EQUAL_RATE_OPS = ("create_noop", "get_noop", "list_agents", "sync_echo", "get_sensor")
 EQUAL_RATE = 1000.0
