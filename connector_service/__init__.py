@@ -4,6 +4,7 @@ Connector authors need only this module's names (and ``sensors.BaseSensor`` for 
 """
 
 from connector_service._literals import Directory, File, LiteralConversionError
+from connector_service.clients import SharedClients
 from connector_service.config import Settings
 from connector_service.connector import (
     AsyncConnectorBase,
@@ -19,6 +20,7 @@ from connector_service.connector import (
     read_inputs,
 )
 from connector_service.errors import InvalidRequestError, NotFoundError
+from connector_service.plugins import CommaList
 from connector_service.registry import ConnectorNotFoundError, ConnectorRegistry, RegistryError
 from connector_service.secrets import SecretNotFoundError, get_secret
 from connector_service.server import ConnectorService
@@ -27,12 +29,14 @@ from connector_service.testing import ConnectorTestHarness
 __all__ = [
     # The connector SDK
     "AsyncConnectorBase",
+    "CommaList",
     "ConnectorBase",
     "Directory",
     "File",
     "Phase",
     "Resource",
     "ResourceMeta",
+    "SharedClients",
     "SyncConnectorBase",
     "TaskCategory",
     "convert_to_flyte_phase",

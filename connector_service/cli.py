@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.app_dir:
         sys.path.insert(0, os.path.abspath(settings.app_dir))
     try:
-        registry = ConnectorRegistry.build(settings.connectors, use_entry_points=settings.entry_points)
+        registry = ConnectorRegistry.from_settings(settings)
     except RegistryError as exc:
         print(f"connector-service {command}: {exc}", file=sys.stderr)
         return 2

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         description="Start without connectors whose set-up fails (reported in the log and in health) "
         "instead of failing start-up.",
     )
+    plugins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Operator settings of connectors and sensors, by their settings key (e.g. plugins.webhook.allowed_hosts); "
+            "each plugin validates its own. Env: CONNECTOR_PLUGINS__WEBHOOK__ALLOWED_HOSTS=a.example,b.example."
+        ),
+    )
     entry_points: bool = Field(
         True,
         description="Load connectors and sensors that installed packages declare (group flyte.connectors).",

@@ -22,6 +22,7 @@ from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
 from google.protobuf import json_format
 
 from connector_service._literals import literal_map_to_python, variable_types
+from connector_service.plugins import Configurable
 
 __all__ = [
     "AsyncConnectorBase",
@@ -124,8 +125,9 @@ class Resource:
     custom_info: Mapping[str, Any] | None = None
 
 
-class ConnectorBase(ABC):
-    """Common part of sync and async connectors: the task category they serve."""
+class ConnectorBase(Configurable, ABC):
+    """Common part of sync and async connectors: the task category they serve, and the
+    operator settings they take (``settings_key``/``settings_model``, see ``plugins.py``)."""
 
     name: ClassVar[str] = "Base Connector"
 

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from flyteidl.admin import agent_pb2
 
 from connector_service.connector import AsyncConnectorBase, ConnectorBase, SyncConnectorBase, TaskCategory
+from connector_service.plugins import PluginSettingsError, configure_plugins
 
 if TYPE_CHECKING:
+    from connector_service.config import Settings
     from sensors.base import BaseSensor
 
 __all__ = [
@@ -146,7 +148,16 @@ class ConnectorRegistry:
         elif isinstance(obj, BaseSensor) or (isinstance(obj, type) and issubclass(obj, BaseSensor)):
             self.register_sensor(obj, source=source)
         elif isinstance(obj, type) and issubclass(obj, ConnectorBase):
-            raise RegistryError(f"{source}: {obj.__qualname__} is a connector class; register an instance of it")
+            # A class gets a fresh instance per registry, so two services in one process
+            # (tests, embedding) never share a configured connector.
+            try:
+                instance = obj()  # type: ignore[call-arg]  # subclasses define their own constructors
+            except TypeError as exc:
+                raise RegistryError(
+                    f"{source}: cannot instantiate connector class {obj.__qualname__} without arguments ({exc}); "
+                    "register an instance of it"
+                ) from None
+            self.register(instance, source=source)
         elif isinstance(obj, list | tuple):
             for item in obj:
                 self.add(item, source)
@@ -280,8 +291,20 @@ class ConnectorRegistry:
     # -- building ----------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, names: Iterable[str] = (), *, use_entry_points: bool = True) -> ConnectorRegistry:
-        """Build from installed plugins' entry points, then from ``module:attr`` names."""
+    def from_settings(cls, settings: Settings) -> ConnectorRegistry:
+        """The registry a service with ``settings`` serves: plugins found, then configured."""
+        return cls.build(settings.connectors, use_entry_points=settings.entry_points, plugin_settings=settings.plugins)
+
+    @classmethod
+    def build(
+        cls,
+        names: Iterable[str] = (),
+        *,
+        use_entry_points: bool = True,
+        plugin_settings: Mapping[str, Any] | None = None,
+    ) -> ConnectorRegistry:
+        """Build from installed plugins' entry points, then from ``module:attr`` names, then
+        hand each plugin its validated ``plugins.<key>`` settings."""
         registry = cls()
         if use_entry_points:
             for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
@@ -293,6 +316,11 @@ class ConnectorRegistry:
                 registry.add(obj, source)
         for name in names:
             registry.add(load_object(name), f"--connector {name}")
+        plugins = [entry.connector for entry in registry.connectors()] + list(registry.sensors().values())
+        try:
+            configure_plugins(plugins, plugin_settings or {})
+        except PluginSettingsError as exc:
+            raise RegistryError(str(exc)) from None
         return registry
 
 

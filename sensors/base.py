@@ -8,10 +8,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, Self
 
+from connector_service.plugins import Configurable
+
 __all__ = ["BaseSensor"]
 
 
-class BaseSensor(ABC):
+class BaseSensor(Configurable, ABC):
     """Subclass it and implement ``poke``; register the class (or an instance) with the service.
 
     The constructor keeps flytekit's shape (``name``, ``timeout``, ``sensor_config``). One

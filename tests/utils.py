@@ -108,7 +108,7 @@ test_settings.__test__ = False  # type: ignore[attr-defined]
 @contextlib.asynccontextmanager
 async def run_service(connectors: tuple[str, ...] = (SAMPLES,), **overrides: Any) -> AsyncIterator[Running]:
     settings = test_settings(**overrides)
-    registry = ConnectorRegistry.build(connectors, use_entry_points=True)
+    registry = ConnectorRegistry.from_settings(settings.model_copy(update={"connectors": list(connectors)}))
     service = ConnectorService(settings, registry)
     await service.start()
     address = f"127.0.0.1:{service.port}"

@@ -33,6 +33,15 @@ def test_module_attr_accepts_instances_sensor_classes_and_lists() -> None:
     assert "SlowSensor" in registry.sensors()
 
 
+def test_a_connector_class_gets_a_fresh_instance_per_registry() -> None:
+    first, second = ConnectorRegistry(), ConnectorRegistry()
+    first.add(JobConnector, "--connector x:JobConnector")
+    second.add(JobConnector, "--connector x:JobConnector")
+    one = first.lookup(TaskCategory("job", 0)).connector
+    two = second.lookup(TaskCategory("job", 0)).connector
+    assert isinstance(one, JobConnector) and isinstance(two, JobConnector) and one is not two
+
+
 def test_lookup_is_an_exact_match_on_name_and_version() -> None:
     registry = ConnectorRegistry()
     registry.register(UpperConnector())
@@ -47,10 +56,15 @@ def test_duplicate_task_type_fails_with_both_sources() -> None:
         registry.register(EchoConnector(), source="second")
 
 
+class EchoNeedsArgs(EchoConnector):
+    def __init__(self, task_type_name: str) -> None:
+        super().__init__(task_type_name=task_type_name)
+
+
 @pytest.mark.parametrize(
     ("obj", "message"),
     [
-        (JobConnector, "is a connector class; register an instance"),
+        (EchoNeedsArgs, "cannot instantiate connector class EchoNeedsArgs without arguments"),
         (object(), "expected a connector instance"),
         ("a string", "expected a connector instance"),
     ],
