@@ -19,7 +19,7 @@ from connector_service.connector import (
     read_custom,
     read_inputs,
 )
-from connector_service.errors import InvalidRequestError, NotFoundError
+from connector_service.errors import InvalidRequestError, NotFoundError, UnavailableError
 from connector_service.plugins import CommaList
 from connector_service.registry import ConnectorNotFoundError, ConnectorRegistry, RegistryError
 from connector_service.secrets import SecretNotFoundError, get_secret
@@ -51,6 +51,7 @@ __all__ = [
     "NotFoundError",
     "RegistryError",
     "SecretNotFoundError",
+    "UnavailableError",
     # Running and testing
     "ConnectorRegistry",
     "ConnectorService",

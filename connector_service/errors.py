@@ -17,7 +17,7 @@ from connector_service._literals import LiteralConversionError
 from connector_service.registry import ConnectorNotFoundError, ConnectorUnavailableError
 from connector_service.secrets import SecretNotFoundError
 
-__all__ = ["InvalidRequestError", "NotFoundError", "Failure", "status_for"]
+__all__ = ["InvalidRequestError", "NotFoundError", "UnavailableError", "Failure", "status_for"]
 
 _MAX_MESSAGE = 1000
 """grpc-message rides in a trailer; flytekit's full tracebacks there broke clients (flyte#5224)."""
@@ -29,6 +29,15 @@ class InvalidRequestError(ValueError):
 
 class NotFoundError(LookupError):
     """Something the request names is not registered here: NOT_FOUND."""
+
+
+class UnavailableError(ConnectionError):
+    """The external system cannot be reached right now: UNAVAILABLE.
+
+    Raise it from ``get`` when the job may well be fine but its system is down: propeller
+    counts a failed GetTask and polls again (it gives up after a handful), whereas a FAILED
+    phase would end a job that may still be running.
+    """
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def status_for(exc: BaseException, operation: str, task: str) -> Failure:
         code, message = grpc.StatusCode.NOT_FOUND, str(exc)
     elif isinstance(exc, InvalidRequestError | ResourceMetaError | LiteralConversionError):
         code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    elif isinstance(exc, ConnectorUnavailableError):
+    elif isinstance(exc, ConnectorUnavailableError | UnavailableError):
         code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
     elif isinstance(exc, NotImplementedError):
         code, message = (
