@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from connector_service._grpc_metrics import GrpcMetricsInterceptor, GrpcServerMetrics, InstrumentedThreadPoolExecutor
+from connector_service._grpc_metrics import GrpcServerMetrics, InstrumentedServer, InstrumentedThreadPoolExecutor
 from connector_service.config import Settings
 from connector_service.metrics import ConnectorMetrics, new_registry
 from connector_service.registry import ConnectorRegistry
@@ -93,23 +93,24 @@ class ConnectorService:
         ]
         server = grpc.aio.server(
             options=options,
-            interceptors=[GrpcMetricsInterceptor(self.grpc_metrics)],
             # Beyond this many calls in progress grpc answers RESOURCE_EXHAUSTED at once
             # rather than queueing without bound.
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
+        # Every service is registered through this wrapper, which measures each handler.
+        measured = InstrumentedServer(server, self.grpc_metrics)
         agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
-            AsyncAgentServicer(self.registry, self.metrics, settings), server
+            AsyncAgentServicer(self.registry, self.metrics, settings), measured
         )
         agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(
-            SyncAgentServicer(self.registry, self.metrics, settings), server
+            SyncAgentServicer(self.registry, self.metrics, settings), measured
         )
         agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
-            AgentMetadataServicer(self.registry, self.metrics, settings), server
+            AgentMetadataServicer(self.registry, self.metrics, settings), measured
         )
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, measured)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), measured)
         address = _bind_address(settings.host, settings.port)
         credentials = None
         if settings.tls.enabled:

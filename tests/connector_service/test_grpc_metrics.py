@@ -15,7 +15,7 @@ from flyteidl.core import literals_pb2
 from flyteidl.service import agent_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from connector_service._grpc_metrics import GrpcMetricsInterceptor, GrpcServerMetrics, InstrumentedThreadPoolExecutor
+from connector_service._grpc_metrics import GrpcServerMetrics, InstrumentedServer, InstrumentedThreadPoolExecutor
 from connector_service._literals import python_to_literal_map
 from connector_service.metrics import ConnectorMetrics
 from connector_service.registry import ConnectorRegistry
@@ -48,6 +48,14 @@ class Server(Stubs):
 
     def inflight(self, service: str, method: str) -> float:
         return self.value("flyte_connector_inflight_requests", grpc_service=service, grpc_method=method)
+
+    async def settle(self, service: str, method: str) -> None:
+        """Wait for the server side of finished calls: ``abort`` sends the status before the
+        handler (and its measurement) finishes, so a client can see the error first."""
+        for _ in range(200):
+            if self.inflight(service, method) == 0:
+                return
+            await asyncio.sleep(0.005)
 
 
 def _raw_handlers(release: asyncio.Event) -> grpc.GenericRpcHandler:
@@ -96,11 +104,14 @@ async def server() -> AsyncIterator[Server]:
     metrics = ConnectorMetrics(metrics_registry)
     settings = test_settings()
     release = asyncio.Event()
-    srv = grpc.aio.server(interceptors=[GrpcMetricsInterceptor(GrpcServerMetrics(metrics_registry))])
-    agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(AsyncAgentServicer(connectors, metrics, settings), srv)
-    agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(SyncAgentServicer(connectors, metrics, settings), srv)
-    agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(AgentMetadataServicer(connectors, metrics, settings), srv)
-    srv.add_generic_rpc_handlers((_raw_handlers(release),))
+    srv = grpc.aio.server()
+    measured = InstrumentedServer(srv, GrpcServerMetrics(metrics_registry))
+    agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(AsyncAgentServicer(connectors, metrics, settings), measured)
+    agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(SyncAgentServicer(connectors, metrics, settings), measured)
+    agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
+        AgentMetadataServicer(connectors, metrics, settings), measured
+    )
+    measured.add_generic_rpc_handlers((_raw_handlers(release),))
     port = srv.add_insecure_port("127.0.0.1:0")
     await srv.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -127,6 +138,7 @@ async def test_abort_is_counted_with_its_code(server: Server) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await server.metadata_stub.GetAgent(agent_pb2.GetAgentRequest(name="nope"), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await server.settle(META, "GetAgent")
     assert server.handled("unary", META, "GetAgent", "NOT_FOUND") == 1
     assert server.handled("unary", META, "GetAgent", "OK") == 0
     assert server.inflight(META, "GetAgent") == 0
@@ -137,6 +149,7 @@ async def test_bidi_invalid_argument_and_ok(server: Server) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         _ = [r async for r in server.sync_stub.ExecuteTaskSync(iter(bad), timeout=5)]
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await server.settle(SYNC, "ExecuteTaskSync")
     assert server.handled("bidi_stream", SYNC, "ExecuteTaskSync", "INVALID_ARGUMENT") == 1
 
     template = task_template("echo", inputs={"a": int}, outputs={"a": int})
@@ -265,25 +278,29 @@ async def test_unknown_method_is_unimplemented_and_not_recorded(server: Server) 
 
 
 async def test_wrapped_handler_is_cached_per_method_and_unknown_methods_are_not() -> None:
-    interceptor = GrpcMetricsInterceptor(GrpcServerMetrics(CollectorRegistry()))
-
     async def behaviour(request: bytes, context: Any) -> bytes:
         return request
 
     handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    registered: list[Any] = []
+
+    class FakeServer:  # only what registration touches
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            registered.extend(handlers)
+
+    measured = InstrumentedServer(FakeServer(), GrpcServerMetrics(CollectorRegistry()))
+    measured.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("a.B", {"C": handler}),))
 
     @dataclass
     class Details:
         method: str
 
-    async def continuation(details: Any) -> Any:
-        return handler if details.method == "/a.B/C" else None
-
-    first = await interceptor.intercept_service(continuation, Details("/a.B/C"))
-    second = await interceptor.intercept_service(continuation, Details("/a.B/C"))
+    (generic,) = registered
+    first = generic.service(Details("/a.B/C"))
+    second = generic.service(Details("/a.B/C"))
     assert first is second and first is not handler
-    assert await interceptor.intercept_service(continuation, Details("/x.Y/Z")) is None
-    assert list(interceptor._cache) == ["/a.B/C"]
+    assert generic.service(Details("/x.Y/Z")) is None
+    assert list(generic._cache) == ["/a.B/C"]
 
 
 async def test_pool_executor_tracks_busy_threads_and_size() -> None:
