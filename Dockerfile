@@ -42,10 +42,12 @@ COPY connector_service ./connector_service
 COPY connectors ./connectors
 COPY sensors ./sensors
 
-# A regular (non-editable) install, so the venv does not refer back to /src. The `yaml` extra
-# makes --config-file / CONNECTOR_CONFIG_FILE work. pip byte-compiles what it installs, so the
-# runtime never needs to write .pyc files (it runs with a read-only root file system).
-RUN pip install --no-cache-dir "./[yaml]"
+# A regular (non-editable) install, so the venv does not refer back to /src. The `all` extra is
+# YAML (--config-file / CONNECTOR_CONFIG_FILE) and the client libraries of the bundled catalogue
+# (s3fs, asyncpg, asyncssh), each imported only when its connector is first used, so idle memory
+# does not grow. pip byte-compiles what it installs, so the runtime never needs to write .pyc
+# files (it runs with a read-only root file system).
+RUN pip install --no-cache-dir "./[all]"
 
 # Your own connector packages, e.g. --build-arg EXTRA_PACKAGES="flytekitplugins-foo==1.2 s3fs".
 # xargs splits on blanks (and does nothing for an empty value) without an unquoted expansion.

@@ -469,7 +469,7 @@ def test_dockerfile_is_multi_stage_with_a_lean_non_root_runtime() -> None:
     for banned in ("build-essential", "gcc", "g++", "apt-get", "pip install"):
         assert banned not in final_text, f"the runtime stage must not use {banned}"
     assert any(k == "COPY" and "--from=builder" in r and "/opt/venv" in r for k, r in final), "copy only the venv"
-    assert any(k == "RUN" and "pip install" in r and "[yaml]" in r for k, r in stages[0]), "install the yaml extra"
+    assert any(k == "RUN" and "pip install" in r and "[all]" in r for k, r in stages[0]), "yaml + catalogue clients"
     assert any(k == "ARG" and r.startswith("EXTRA_PACKAGES") for stage in stages for k, r in stage)
 
     assert _dockerfile_uid() == USER_ID
