@@ -19,7 +19,7 @@ from connector_service.connector import (
     read_custom,
     read_inputs,
 )
-from connector_service.errors import InvalidRequestError, NotFoundError, UnavailableError
+from connector_service.errors import InvalidRequestError, NotFoundError, PreconditionError, UnavailableError
 from connector_service.plugins import CommaList
 from connector_service.registry import ConnectorNotFoundError, ConnectorRegistry, RegistryError
 from connector_service.secrets import SecretNotFoundError, get_secret
@@ -49,6 +49,7 @@ __all__ = [
     "InvalidRequestError",
     "LiteralConversionError",
     "NotFoundError",
+    "PreconditionError",
     "RegistryError",
     "SecretNotFoundError",
     "UnavailableError",

@@ -17,7 +17,7 @@ from connector_service._literals import LiteralConversionError
 from connector_service.registry import ConnectorNotFoundError, ConnectorUnavailableError
 from connector_service.secrets import SecretNotFoundError
 
-__all__ = ["InvalidRequestError", "NotFoundError", "UnavailableError", "Failure", "status_for"]
+__all__ = ["InvalidRequestError", "NotFoundError", "PreconditionError", "UnavailableError", "Failure", "status_for"]
 
 _MAX_MESSAGE = 1000
 """grpc-message rides in a trailer; flytekit's full tracebacks there broke clients (flyte#5224)."""
@@ -29,6 +29,13 @@ class InvalidRequestError(ValueError):
 
 class NotFoundError(LookupError):
     """Something the request names is not registered here: NOT_FOUND."""
+
+
+class PreconditionError(RuntimeError):
+    """The service is not set up for this (a login refused, a setting missing): FAILED_PRECONDITION.
+
+    The operator has to act; retrying the same call will not help until they do.
+    """
 
 
 class UnavailableError(ConnectionError):
@@ -84,7 +91,7 @@ def status_for(exc: BaseException, operation: str, task: str) -> Failure:
     elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
         code = grpc.StatusCode.DEADLINE_EXCEEDED
         message = f"{operation} for {task} did not finish within the call's deadline"
-    elif isinstance(exc, SecretNotFoundError):
+    elif isinstance(exc, SecretNotFoundError | PreconditionError):
         code, message = grpc.StatusCode.FAILED_PRECONDITION, f"{operation} for {task}: {exc}"
     else:
         code, expected = grpc.StatusCode.INTERNAL, False
