@@ -53,6 +53,14 @@ class BaseSensor(Configurable, ABC):
         on the service's thread pool); its parameters are the task's inputs.
         """
 
+    def check(self, **inputs: Any) -> None:  # noqa: B027 - optional hook
+        """Refuse, at CreateTask, a task that can never succeed (raise ``InvalidRequestError``).
+
+        Called on a copy carrying the task's ``sensor_config``, with the task's inputs. Without
+        it a bad value fails every poll instead, and propeller gives up only after several.
+        Keep it cheap and local: no calls to the external system.
+        """
+
     def with_config(self, sensor_config: Mapping[str, Any] | None) -> Self:
         if not sensor_config:
             return self

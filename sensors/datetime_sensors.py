@@ -112,6 +112,12 @@ class DateTimeSensor(BaseSensor):
     aliases = ("sensors.flytekit_side.time_sensors.DateTimeSensor",)
 
     async def poke(self, target_time: datetime.datetime | str | None = None) -> bool:
+        return datetime.datetime.now(_UTC) >= self._target(target_time)
+
+    def check(self, target_time: datetime.datetime | str | None = None, **inputs: Any) -> None:
+        self._target(target_time)
+
+    def _target(self, target_time: datetime.datetime | str | None) -> datetime.datetime:
         check_config("DateTimeSensor", self.sensor_config, ("target_time",))
         field = "target_time"
         if target_time is None:
@@ -120,7 +126,7 @@ class DateTimeSensor(BaseSensor):
             raise InvalidRequestError(
                 "DateTimeSensor: target_time is missing: give it as an input or in sensor_config.target_time"
             )
-        return datetime.datetime.now(_UTC) >= parse_datetime(target_time, field, "DateTimeSensor")
+        return parse_datetime(target_time, field, "DateTimeSensor")
 
 
 class TimeDeltaSensor(BaseSensor):
@@ -133,6 +139,16 @@ class TimeDeltaSensor(BaseSensor):
         delta: datetime.timedelta | float | str | None = None,
         started_at: datetime.datetime | None = None,
     ) -> bool:
+        wait = self._delta(delta)
+        if started_at is None:
+            raise InvalidRequestError("TimeDeltaSensor: the task's start time is unknown (a resource_meta without it)")
+        start = parse_datetime(started_at, "started_at", "TimeDeltaSensor")
+        return datetime.datetime.now(_UTC) >= start + wait
+
+    def check(self, delta: datetime.timedelta | float | str | None = None, **inputs: Any) -> None:
+        self._delta(delta)
+
+    def _delta(self, delta: datetime.timedelta | float | str | None) -> datetime.timedelta:
         check_config("TimeDeltaSensor", self.sensor_config, ("delta",))
         field = "delta"
         if delta is None:
@@ -144,7 +160,4 @@ class TimeDeltaSensor(BaseSensor):
         wait = parse_duration(delta, field, "TimeDeltaSensor")
         if wait < datetime.timedelta(0):
             raise InvalidRequestError(f"TimeDeltaSensor: {field} must not be negative")
-        if started_at is None:
-            raise InvalidRequestError("TimeDeltaSensor: the task's start time is unknown (a resource_meta without it)")
-        start = parse_datetime(started_at, "started_at", "TimeDeltaSensor")
-        return datetime.datetime.now(_UTC) >= start + wait
+        return wait

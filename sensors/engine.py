@@ -96,6 +96,7 @@ class SensorEngine(AsyncConnectorBase):
         else:
             values = dict(custom.get("inputs") or {})
         _check_signature(sensor, values)
+        sensor.with_config(config).check(**values)
         timeout: float | None = None
         if task_template.metadata.HasField("timeout"):
             timeout = task_template.metadata.timeout.ToTimedelta().total_seconds() or None

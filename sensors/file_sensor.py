@@ -71,14 +71,22 @@ class FileSensor(BaseSensor):
         if settings.storage_options:
             self.storage_options = dict(settings.storage_options)
 
-    async def poke(self, path: str) -> bool:
-        scheme, sep, rest = str(path).partition("://")
-        if not sep:
-            return await asyncio.to_thread(os.path.exists, str(path))
-        if scheme not in self.protocols:
+    def check(self, path: str = "", **inputs: Any) -> None:
+        self._scheme(path)
+
+    def _scheme(self, path: str) -> str:
+        scheme, sep, _ = str(path).partition("://")
+        if sep and scheme not in self.protocols:
             raise InvalidRequestError(
                 f"FileSensor: {scheme}:// paths are not allowed here (allowed: {', '.join(sorted(self.protocols))})"
             )
+        return scheme if sep else ""
+
+    async def poke(self, path: str) -> bool:
+        scheme = self._scheme(path)
+        rest = str(path).partition("://")[2]
+        if not scheme:
+            return await asyncio.to_thread(os.path.exists, str(path))
         if scheme == "file":
             return await asyncio.to_thread(os.path.exists, rest)
         return await asyncio.to_thread(self._remote_exists, str(path), scheme)

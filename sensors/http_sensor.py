@@ -152,14 +152,22 @@ class HttpSensor(BaseSensor):
     async def close(self) -> None:
         await self.clients.aclose()
 
-    async def poke(self, url: str | None = None) -> bool:
+    def check(self, url: str | None = None, **inputs: Any) -> None:
+        self._target(url)
+
+    def _target(self, url: str | None) -> tuple[_Config, Any, str]:
+        """The task's config and its URL, checked against the allow-list before any client exists."""
         config = _Config.parse(self.sensor_config)
         target = url or config.url
         if not target:
             raise InvalidRequestError(f"{WHO}: no URL: give the task's input 'url' or sensor_config.url")
         field = "the input 'url'" if url else "sensor_config.url"
         parsed = parse_url(target, WHO, field)
-        check_url(parsed, self.settings, self._rules, KEY, WHO, field)  # before any client exists
+        check_url(parsed, self.settings, self._rules, KEY, WHO, field)
+        return config, parsed, field
+
+    async def poke(self, url: str | None = None) -> bool:
+        config, parsed, field = self._target(url)
 
         import httpx
 

@@ -209,17 +209,25 @@ class SqlSensor(BaseSensor):
 
     async def poke(self, parameters: list[Any] | dict[str, Any] | None = None) -> bool:
         name, sql, params = self._query(parameters)
-        connection = self.settings.connections.get(name)
-        if connection is None:
-            raise InvalidRequestError(
-                f"SqlSensor: connection {name!r} is not configured (configured: "
-                f"{_configured(self.settings.connections)})"
-            )
+        connection = self._connection(name)
         if connection.kind == "sqlite":
             cell = await self._sqlite_first_cell(name, connection.sqlite_path, sql, params)
         else:
             cell = await self._postgres_first_cell(name, connection, sql, params)
         return is_truthy(cell)
+
+    def check(self, parameters: list[Any] | dict[str, Any] | None = None, **inputs: Any) -> None:
+        name, _, _ = self._query(parameters)
+        self._connection(name)
+
+    def _connection(self, name: str) -> SqlConnection:
+        connection: SqlConnection | None = self.settings.connections.get(name)
+        if connection is None:
+            raise InvalidRequestError(
+                f"SqlSensor: connection {name!r} is not configured (configured: "
+                f"{_configured(self.settings.connections)})"
+            )
+        return connection
 
     def _query(self, parameters: Any) -> tuple[str, str, Sequence[Any] | Mapping[str, Any]]:
         """The task's connection name, SQL and parameters, checked (INVALID_ARGUMENT names the field)."""

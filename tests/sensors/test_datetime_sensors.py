@@ -78,6 +78,13 @@ async def refused(svc: Running, meta: bytes) -> tuple[grpc.StatusCode, str]:
     return err.value.code(), err.value.details() or ""
 
 
+async def refused_at_create(svc: Running, template: Any, inputs: Any) -> tuple[grpc.StatusCode, str]:
+    """A task that can never succeed is refused by CreateTask, not on every poll."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(svc, template, inputs)
+    return err.value.code(), err.value.details() or ""
+
+
 # -- DateTimeSensor ------------------------------------------------------------------------------
 
 
@@ -132,7 +139,7 @@ async def test_a_time_without_offset_means_utc(svc: Running, offset: int, phase:
 )
 async def test_bad_datetime_names_the_field(svc: Running, config: dict[str, Any], message: str) -> None:
     template, inputs = flytekit_task("datetime_sensor_config", **config)
-    code, details = await refused(svc, await create(svc, template, inputs))
+    code, details = await refused_at_create(svc, template, inputs)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in details
 
@@ -140,7 +147,7 @@ async def test_bad_datetime_names_the_field(svc: Running, config: dict[str, Any]
 async def test_no_target_time_at_all(svc: Running) -> None:
     template = flytekit_task("datetime_sensor")[0]  # DateTimeSensor() without a target_time
     inputs = flytekit_task("datetime_sensor_config")[1]  # target_time None
-    code, details = await refused(svc, await create(svc, template, inputs))
+    code, details = await refused_at_create(svc, template, inputs)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "DateTimeSensor: target_time is missing" in details
 
@@ -199,13 +206,13 @@ async def test_the_delta_input_wins_over_the_config(svc: Running) -> None:
 )
 async def test_bad_delta_names_the_field(svc: Running, value: Any, message: str) -> None:
     template, inputs = flytekit_task("timedelta_sensor_config", delta=value)
-    code, details = await refused(svc, await create(svc, template, inputs))
+    code, details = await refused_at_create(svc, template, inputs)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in details
 
 
 async def test_negative_delta_input_names_the_input(svc: Running) -> None:
-    code, details = await refused(svc, await create(svc, flytekit_task("timedelta_sensor")[0], delta(-1)))
+    code, details = await refused_at_create(svc, flytekit_task("timedelta_sensor")[0], delta(-1))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "TimeDeltaSensor: delta must not be negative" in details
 

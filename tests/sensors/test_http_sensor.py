@@ -54,9 +54,10 @@ async def unavailable(svc: Running, meta: bytes) -> str:
     return err.value.details() or ""
 
 
-async def invalid(svc: Running, meta: bytes) -> str:
+async def invalid(svc: Running, template: Any, inputs: Any) -> str:
+    """A task that can never succeed is refused by CreateTask, not on every poll."""
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await get(svc, meta)
+        await create_task(svc, template, inputs)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     return err.value.details() or ""
 
@@ -197,11 +198,11 @@ async def test_port_closed_from_the_start(svc: Running) -> None:
 async def test_a_host_not_allowed_is_refused_without_a_request(server: HttpTestServer) -> None:
     async with run_service((SENSOR,), entry_points=False, plugins={"http_sensor": ALLOW_LOCAL}) as svc:
         template, inputs = sensor_task("http_sensor", server.base, input_url=f"http://localhost:{server.port}/health")
-        details = await invalid(svc, await create_task(svc, template, inputs))
+        details = await invalid(svc, template, inputs)
         assert "plugins.http_sensor.allowed_hosts" in details
         assert sensor_of(svc).clients.made == 0
     async with run_service((SENSOR,), entry_points=False) as svc:  # defaults: nothing at all
-        details = await invalid(svc, await create_task(svc, *sensor_task("http_sensor", server.base)))
+        details = await invalid(svc, *sensor_task("http_sensor", server.base))
         assert "plugins.http_sensor.allowed_schemes" in details
     assert server.requests == []
 
@@ -222,14 +223,13 @@ async def test_a_host_not_allowed_is_refused_without_a_request(server: HttpTestS
 async def test_bad_config_names_the_field(
     svc: Running, server: HttpTestServer, config: dict[str, Any], message: str
 ) -> None:
-    meta = await create_task(svc, *sensor_task("http_sensor_config", server.base, **config))
-    assert message in await invalid(svc, meta)
+    assert message in await invalid(svc, *sensor_task("http_sensor_config", server.base, **config))
     assert server.requests == []
 
 
 async def test_a_url_input_that_is_not_http_is_refused(svc: Running, server: HttpTestServer) -> None:
     template, inputs = sensor_task("http_sensor", server.base, input_url="file:///etc/passwd")
-    assert "plugins.http_sensor.allowed_schemes" in await invalid(svc, await create_task(svc, template, inputs))
+    assert "plugins.http_sensor.allowed_schemes" in await invalid(svc, template, inputs)
 
 
 async def test_operator_secret_headers(

@@ -100,6 +100,13 @@ async def refused(svc: Running, meta: bytes, timeout: float = 10) -> tuple[grpc.
     return err.value.code(), err.value.details() or ""
 
 
+async def refused_at_create(svc: Running, template: Any, inputs: Any) -> tuple[grpc.StatusCode, str]:
+    """A task that can never succeed is refused by CreateTask, not on every poll."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(svc, template, inputs)
+    return err.value.code(), err.value.details() or ""
+
+
 # -- fixtures ------------------------------------------------------------------------------------
 
 
@@ -338,8 +345,7 @@ async def test_the_callers_deadline_cancels_the_query_on_the_server(
 
 async def test_unknown_connection_names_it_and_the_configured_ones(svc: Running) -> None:
     template, _ = pg_task("unused", connection="dwh")
-    meta = await create(svc, template, no_parameters())
-    code, details = await refused(svc, meta)
+    code, details = await refused_at_create(svc, template, no_parameters())
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "'dwh' is not configured (configured: local, warehouse)" in details
 
@@ -715,7 +721,7 @@ async def test_missing_sqlite_file_is_unavailable(tmp_path: Path) -> None:
 )
 async def test_bad_sensor_config_names_the_field(sqlite_svc: Running, config: dict[str, Any], message: str) -> None:
     template, _ = flytekit_task("sql_sensor_sqlite", **config)
-    code, details = await refused(sqlite_svc, await create(sqlite_svc, template, no_parameters()))
+    code, details = await refused_at_create(sqlite_svc, template, no_parameters())
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in details
 
@@ -788,8 +794,7 @@ def test_defaults_allow_no_database() -> None:
 
 async def test_without_connections_a_task_learns_where_they_are_configured() -> None:
     async with serve({}) as svc:
-        meta = await create(svc, *flytekit_task("sql_sensor_sqlite"))
-        code, details = await refused(svc, meta)
+        code, details = await refused_at_create(svc, *flytekit_task("sql_sensor_sqlite"))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert "plugins.sql_sensor.connections" in details
 
