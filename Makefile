@@ -6,12 +6,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit install install-dev clean
+.PHONY: run test system-deps lint typecheck unit install install-dev clean
 
 run: $(VENV)/.installed  ## install and start the daemon with the bundled connectors
 	$(BIN)/connector-service serve $(ARGS)
 
-test: $(VENV)/.installed-dev lint typecheck unit  ## install and run the whole suite
+test: system-deps $(VENV)/.installed-dev lint typecheck unit  ## install and run the whole suite
+
+system-deps:  ## Debian packages the end-to-end tests need (Slurm, munge, sshd, PostgreSQL); a no-op once there
+	bash .ci/install-system-deps
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -13,11 +13,16 @@ from connectors.echo import EchoConnector
 from tests.sample_connectors import JobConnector, SlowSensor, UpperConnector
 
 
-def test_bundled_entry_points_register_echo_sensor_engine_and_sensors() -> None:
+def test_bundled_entry_points_register_the_whole_catalogue() -> None:
     registry = ConnectorRegistry.build()
     assert registry.lookup(TaskCategory("echo", 0)).is_sync
+    assert registry.lookup(TaskCategory("webhook", 0)).is_sync
+    assert not registry.lookup(TaskCategory("slurm", 0)).is_sync
+    assert not registry.lookup(TaskCategory("slurm_fn", 0)).is_sync
     assert registry.lookup(TaskCategory("sensor", 0)).connector is registry.sensor_engine
-    assert {"FileSensor", "TimeSensor"} <= set(registry.sensors())
+    assert set(registry.sensors()) == {
+        "FileSensor", "HttpSensor", "SqlSensor", "DateTimeSensor", "TimeDeltaSensor", "TimeSensor",
+    }  # fmt: skip
     assert registry.find_sensor("flytekit.sensor.file_sensor", "FileSensor") is registry.sensors()["FileSensor"]
 
 
