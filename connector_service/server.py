@@ -9,6 +9,8 @@ get a grace period, then connectors close their clients.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 from typing import Any
 
@@ -37,6 +39,22 @@ SERVICE_NAMES = (
 
 class StartupError(RuntimeError):
     """The service cannot start; the message says what and why."""
+
+
+def _release_start_up_memory() -> None:
+    """Hand the heap that imports and schema building left free back to the OS.
+
+    Start-up allocates and frees several MB (module import, pydantic schemas); glibc keeps
+    freed heap pages mapped, so they would count against the pod's memory limit for as long
+    as the process lives. Where glibc is not the C library, this does nothing.
+    """
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _bind_address(host: str, port: int) -> str:
@@ -144,6 +162,7 @@ class ConnectorService:
 
         if self.grpc_metrics.multiprocess:
             self._gauge_sync = asyncio.ensure_future(self._sync_gauges())
+        _release_start_up_memory()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         # Per-plugin health, so an operator (or a probe with `service:`) can see what is broken.
