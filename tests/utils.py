@@ -141,6 +141,17 @@ def sync_requests(
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
+def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``connector-service ARGS`` as a real process to completion, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "connector_service", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(env or ENV),
+    )
+
+
 async def wait_serving(address: str, proc: subprocess.Popen[str], seconds: float = 30) -> None:
     """Poll grpc.health.v1 until the server says SERVING, failing early if the process died."""
     deadline = time.monotonic() + seconds

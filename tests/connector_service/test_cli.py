@@ -17,13 +17,11 @@ from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
 
 from connector_service.testing import task_template
-from tests.utils import ENV, SAMPLES, serve_process
+from tests.utils import SAMPLES, run_cli, serve_process
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "connector_service", *args], capture_output=True, text=True, timeout=60, env=ENV
-    )
+    return run_cli(*args)
 
 
 def test_list_prints_connectors_and_sensors() -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -14,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from connector_service import ConnectorRegistry, Phase, RegistryError, Resource, SyncConnectorBase
 from connector_service.plugins import CommaList
-from tests.utils import ENV, run_service, sync_requests
+from tests.utils import ENV, run_cli, run_service, sync_requests
 
 
 class GreeterSettings(BaseModel):
@@ -82,14 +79,6 @@ async def test_settings_reach_the_connector_over_the_wire() -> None:
 
 async def test_env_settings_reach_the_connector_and_bad_ones_stop_start_up() -> None:
     env = {**ENV, "CONNECTOR_PLUGINS__GREETER__NAMES": "x,y", "CONNECTOR_PLUGINS__GREETER__RETRIES": "-2"}
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "connector_service", "list", "--connector", GREETER, "--no-entry-points"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=os.getcwd(),
-    )
+    proc = await asyncio.to_thread(run_cli, "list", "--connector", GREETER, "--no-entry-points", env=env)
     assert proc.returncode == 2, proc.stderr
     assert "plugins.greeter.retries" in proc.stderr

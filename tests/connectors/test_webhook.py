@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,7 +23,7 @@ from connector_service._literals import literal_map_to_python
 from connectors._http import parse_host_rule
 from connectors.webhook import WebhookConnector, render
 from tests.http_server import Answer, HttpTestServer
-from tests.utils import ENV, FIXTURES, Running, free_port, run_service, sync_requests
+from tests.utils import ENV, FIXTURES, Running, free_port, run_cli, run_service, sync_requests
 
 Phase = execution_pb2.TaskExecution
 FLYTEKIT = FIXTURES / "flytekit"
@@ -463,22 +461,9 @@ def test_settings_from_env_and_a_bad_env_value_stops_the_process() -> None:
     env = {**ENV, "CONNECTOR_PLUGINS__WEBHOOK__ALLOWED_HOSTS": "a.example.com, *.b.example.com:8443"}
     registry = ConnectorRegistry.build([WEBHOOK], use_entry_points=False, plugin_settings={"webhook": {}})
     assert registry  # defaults are valid
-    good = subprocess.run(
-        [sys.executable, "-m", "connector_service", "list", "--connector", WEBHOOK, "--no-entry-points"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    good = run_cli("list", "--connector", WEBHOOK, "--no-entry-points", env=env)
     assert good.returncode == 0, good.stderr
     env["CONNECTOR_PLUGINS__WEBHOOK__ALLOWED_HOSTS"] = "https://a.example.com"
-    bad = subprocess.run(
-        [sys.executable, "-m", "connector_service", "serve", "--port", "0", "--metrics-port", "0"]
-        + ["--connector", WEBHOOK, "--no-entry-points"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    bad = run_cli("serve", "--port", "0", "--metrics-port", "0", "--connector", WEBHOOK, "--no-entry-points", env=env)
     assert bad.returncode != 0
     assert "plugins.webhook.allowed_hosts" in bad.stderr

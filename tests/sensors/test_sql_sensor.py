@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import socket
 import sqlite3
 import struct
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,7 +28,7 @@ from google.protobuf import json_format
 from connector_service import ConnectorRegistry, RegistryError
 from sensors.sql_sensor import APPLICATION_NAME, is_truthy
 from tests.postgres import PostgresServer, postgres  # noqa: F401
-from tests.utils import ENV, FIXTURES, Running, create_task, free_port, get_task, run_service
+from tests.utils import ENV, FIXTURES, Running, create_task, free_port, get_task, run_cli, run_service
 
 Phase = execution_pb2.TaskExecution
 SQL_SENSOR = "sensors.sql_sensor:SqlSensor"
@@ -802,15 +799,7 @@ async def test_without_connections_a_task_learns_where_they_are_configured() -> 
 async def test_env_settings_json_connections_and_a_password_in_them_stops_start_up() -> None:
     bad = '{"warehouse": {"url": "postgresql://reader:s3cr3t-pw@db.internal/dw"}}'
     env = {**ENV, "CONNECTOR_PLUGINS__SQL_SENSOR__CONNECTIONS": bad}
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "connector_service", "list", "--connector", SQL_SENSOR, "--no-entry-points"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=os.getcwd(),
-    )
+    proc = await asyncio.to_thread(run_cli, "list", "--connector", SQL_SENSOR, "--no-entry-points", env=env)
     assert proc.returncode == 2, proc.stderr
     assert "plugins.sql_sensor.connections.warehouse.url" in proc.stderr
     assert "s3cr3t-pw" not in proc.stderr + proc.stdout
