@@ -13,7 +13,7 @@ from google.protobuf import json_format, struct_pb2
 from connector_service._literals import LiteralConversionError, python_to_literal_map
 from connector_service.connector import Phase, Resource
 
-__all__ = ["ConnectorContractError", "resource_to_proto"]
+__all__ = ["ConnectorContractError", "fill_resource", "resource_to_proto"]
 
 _VALID_PHASES = frozenset(Phase.Phase.values()) - {Phase.UNDEFINED}
 
@@ -28,13 +28,29 @@ def resource_to_proto(
     *,
     connector: str,
 ) -> agent_pb2.Resource:
+    proto = agent_pb2.Resource()
+    fill_resource(proto, resource, output_types, connector=connector)
+    return proto
+
+
+def fill_resource(
+    proto: agent_pb2.Resource,
+    resource: Any,
+    output_types: Mapping[str, types_pb2.LiteralType] | None,
+    *,
+    connector: str,
+) -> None:
+    """Write ``resource`` into ``proto``: an empty Resource, usually already inside the response
+    (filling it in place saves copying it into the response on every poll)."""
     if not isinstance(resource, Resource):
         raise ConnectorContractError(f"{connector} returned {type(resource).__name__}, expected a Resource")
     phase = resource.phase
     if phase not in _VALID_PHASES:
         # An unset phase reads as a retryable failure in propeller: refuse it loudly here.
         raise ConnectorContractError(f"{connector} returned a Resource with phase {phase!r}; set a TaskExecution phase")
-    proto = agent_pb2.Resource(phase=phase, message=resource.message or "")
+    proto.phase = phase
+    if resource.message:
+        proto.message = resource.message
     if resource.log_links:
         for link in resource.log_links:
             if not isinstance(link, execution_pb2.TaskLog):
@@ -43,26 +59,22 @@ def resource_to_proto(
     if resource.custom_info:
         proto.custom_info.CopyFrom(_to_struct(resource.custom_info))
     outputs = resource.outputs
-    if outputs is not None:
-        if isinstance(outputs, literals_pb2.LiteralMap):
-            proto.outputs.CopyFrom(outputs)
-        elif isinstance(outputs, Mapping):
-            try:
-                proto.outputs.CopyFrom(python_to_literal_map(outputs, output_types))
-            except LiteralConversionError as exc:
-                # The job ran, but its outputs cannot be what the task promised: a failed
-                # task with the reason is what the workflow author needs to see.
-                return agent_pb2.Resource(
-                    phase=Phase.FAILED,
-                    message=f"{connector} returned outputs that do not match the task's interface: {exc}",
-                    log_links=proto.log_links,
-                    custom_info=proto.custom_info if resource.custom_info else None,
-                )
-        else:
-            raise ConnectorContractError(
-                f"{connector}: outputs must be a LiteralMap or a dict, got {type(outputs).__name__}"
-            )
-    return proto
+    if outputs is None:
+        return
+    if isinstance(outputs, literals_pb2.LiteralMap):
+        proto.outputs.CopyFrom(outputs)
+    elif isinstance(outputs, Mapping):
+        try:
+            proto.outputs.CopyFrom(python_to_literal_map(outputs, output_types))
+        except LiteralConversionError as exc:
+            # The job ran, but its outputs cannot be what the task promised: a failed
+            # task with the reason is what the workflow author needs to see.
+            proto.ClearField("outputs")
+            proto.phase = Phase.FAILED
+            proto.message = f"{connector} returned outputs that do not match the task's interface: {exc}"
+    else:
+        kind = type(outputs).__name__
+        raise ConnectorContractError(f"{connector}: outputs must be a LiteralMap or a dict, got {kind}")
 
 
 def _to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:

@@ -13,9 +13,10 @@ recognised and passed through unchanged during a migration.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from flyteidl.core import interface_pb2, types_pb2
 from google.protobuf.message import DecodeError
@@ -31,11 +32,16 @@ class ResourceMetaError(ValueError):
     """The resource_meta bytes are not something this service can act on."""
 
 
-@dataclass(frozen=True)
-class OpenedMeta:
+class OpenedMeta(NamedTuple):
     meta: bytes
     output_types: dict[str, types_pb2.LiteralType] | None
-    """None when the meta came from elsewhere (flytekit's service) and carries no types."""
+    """None when the meta came from elsewhere (flytekit's service) and carries no types.
+
+    Read-only: the same dict may be handed to many calls (see ``_output_types``)."""
+
+
+_CACHED_TYPES_MAX_BYTES = 4096
+"""Type blobs up to this size are parsed once and remembered (bounded: 512 of them)."""
 
 
 def compact_output_types(variables: interface_pb2.VariableMap) -> bytes:
@@ -100,16 +106,31 @@ def open_meta(data: bytes, key: bytes | None = None) -> OpenedMeta:
             raise ResourceMetaError("resource_meta signature does not match")
     elif key:
         raise ResourceMetaError("resource_meta is not signed by this service")
-    length, pos = _read_varint(data, len(MAGIC) + 1, end)
+    pos = len(MAGIC) + 1
+    length = data[pos]
+    if length < 0x80:  # one-byte varint: type blobs under 128 bytes, the common case
+        pos += 1
+    else:
+        length, pos = _read_varint(data, pos, end)
     if pos + length > end:
         raise ResourceMetaError("resource_meta is truncated")
+    blob = data[pos : pos + length]
+    types = _output_types(blob) if length <= _CACHED_TYPES_MAX_BYTES else _parse_types(blob)
+    return OpenedMeta(data[pos + length : end], types)
+
+
+def _parse_types(blob: bytes) -> dict[str, types_pb2.LiteralType]:
     variables = interface_pb2.VariableMap()
     try:
-        variables.ParseFromString(data[pos : pos + length])
+        variables.ParseFromString(blob)
     except DecodeError as exc:
         raise ResourceMetaError(f"resource_meta output types are corrupt: {exc}") from None
-    types = {name: v.type for name, v in variables.variables.items()}
-    return OpenedMeta(meta=data[pos + length : end], output_types=types)
+    return {name: v.type for name, v in variables.variables.items()}
+
+
+_output_types = functools.lru_cache(maxsize=512)(_parse_types)
+"""Every poll of a task carries the same types (and most tasks of a type share them), so
+GetTask parses each blob once rather than on every poll. Corrupt blobs raise and are not kept."""
 
 
 def _varint(n: int) -> bytes:

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
+
+from connector_service._fast_metrics import counter, histogram, multiprocess_mode
 
 __all__ = [
     "GrpcServerMetrics",
+    "MethodMetrics",
+    "failure_code",
     "InstrumentedServer",
     "InstrumentedThreadPoolExecutor",
     "POKE_OUTCOMES",
@@ -63,7 +66,7 @@ def _cancel_code(context: Any) -> int:
     return _DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else _CANCELLED
 
 
-def _failure_code(exc: BaseException, context: Any) -> Any:
+def failure_code(exc: BaseException, context: Any) -> Any:
     """The status a handler that raised ``exc`` ends with, as the client will see it."""
     if isinstance(exc, grpc.aio.AbortError):
         return _code_of(context)
@@ -74,7 +77,7 @@ def _failure_code(exc: BaseException, context: Any) -> Any:
     return _UNKNOWN if set_code == _OK else set_code
 
 
-class _MethodMetrics:
+class MethodMetrics:
     """The label children of one method, resolved once; ``done`` records a finished call.
 
     Calls in flight are a plain int, exported through ``Gauge.set_function``: only the event
@@ -113,7 +116,21 @@ class _MethodMetrics:
         return child
 
     def done(self, code: Any, start: float) -> None:
-        self.observe(time.perf_counter() - start)
+        self.end(code, time.perf_counter() - start)
+
+    # For handlers that measure themselves (``take_grpc_metrics``): begin, then end or end_ok.
+
+    def begin(self) -> None:
+        self.started()
+        self.inflight += 1
+
+    def end_ok(self, seconds: float) -> None:
+        self.observe(seconds)
+        self.handled_ok()
+        self.inflight -= 1
+
+    def end(self, code: Any, seconds: float) -> None:
+        self.observe(seconds)
         if code == _OK:
             self.handled_ok()
         else:
@@ -126,24 +143,22 @@ class GrpcServerMetrics:
 
     def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...] = SECONDS_BUCKETS) -> None:
         self.registry = registry
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.multiprocess = multiprocess_mode()
         """Under --workers: values live in files the supervisor aggregates; gauges sum across workers."""
         labels = ["grpc_type", "grpc_service", "grpc_method"]
-        self.started = Counter(
-            "grpc_server_started", "Total number of RPCs started on the server.", labels, registry=registry
-        )
-        self.handled = Counter(
+        self.started = counter("grpc_server_started", "Total number of RPCs started on the server.", labels, registry)
+        self.handled = counter(
             "grpc_server_handled",
             "Total number of RPCs completed on the server, regardless of success or failure.",
             [*labels, "grpc_code"],
-            registry=registry,
+            registry,
         )
-        self.handling_seconds = Histogram(
+        self.handling_seconds = histogram(
             "grpc_server_handling_seconds",
             "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
             labels,
-            buckets=buckets,
-            registry=registry,
+            buckets,
+            registry,
         )
         self.inflight = Gauge(
             "flyte_connector_inflight_requests",
@@ -164,29 +179,25 @@ class GrpcServerMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
-        self.sensor_pokes = Counter(
+        self.sensor_pokes = counter(
             "flyte_connector_sensor_pokes",
             "Sensor pokes by outcome: true (condition met), false, timeout, error.",
             ["sensor", "outcome"],
-            registry=registry,
+            registry,
         )
-        self.sensor_poke_seconds = Histogram(
-            "flyte_connector_sensor_poke_seconds",
-            "Time one sensor poke took.",
-            ["sensor"],
-            buckets=buckets,
-            registry=registry,
+        self.sensor_poke_seconds = histogram(
+            "flyte_connector_sensor_poke_seconds", "Time one sensor poke took.", ["sensor"], buckets, registry
         )
-        self._methods: dict[tuple[str, str, str], _MethodMetrics] = {}
+        self._methods: dict[tuple[str, str, str], MethodMetrics] = {}
         self._pokes: dict[str, tuple[Callable[[float], None], dict[str, Callable[[], None]]]] = {}
 
     # -- RPCs ----------------------------------------------------------------------------------
 
-    def method(self, grpc_type: str, service: str, method: str) -> _MethodMetrics:
+    def method(self, grpc_type: str, service: str, method: str) -> MethodMetrics:
         key = (grpc_type, service, method)
         found = self._methods.get(key)
         if found is None:
-            found = _MethodMetrics(self, grpc_type, service, method)
+            found = MethodMetrics(self, grpc_type, service, method)
             self._methods[key] = found
         return found
 
@@ -249,7 +260,7 @@ class InstrumentedThreadPoolExecutor(ThreadPoolExecutor):
 _Behaviour = Callable[[Any, Any], Any]
 
 
-def _wrap_coroutine(inner: Callable[[Any, Any], Awaitable[Any]], m: _MethodMetrics) -> _Behaviour:
+def _wrap_coroutine(inner: Callable[[Any, Any], Awaitable[Any]], m: MethodMetrics) -> _Behaviour:
     """Unary responses, and streaming handlers that write with ``context.write``."""
     started, done = m.started, m.done
     perf_counter = time.perf_counter
@@ -264,7 +275,7 @@ def _wrap_coroutine(inner: Callable[[Any, Any], Awaitable[Any]], m: _MethodMetri
             code = _code_of(context)
             return response
         except BaseException as exc:
-            code = _failure_code(exc, context)
+            code = failure_code(exc, context)
             raise
         finally:
             done(code, start)
@@ -272,7 +283,7 @@ def _wrap_coroutine(inner: Callable[[Any, Any], Awaitable[Any]], m: _MethodMetri
     return behaviour
 
 
-def _wrap_async_gen(inner: Callable[[Any, Any], AsyncGenerator[Any, None]], m: _MethodMetrics) -> _Behaviour:
+def _wrap_async_gen(inner: Callable[[Any, Any], AsyncGenerator[Any, None]], m: MethodMetrics) -> _Behaviour:
     """Streaming responses from an async generator: re-yield each message."""
     started, done = m.started, m.done
     perf_counter = time.perf_counter
@@ -294,7 +305,7 @@ def _wrap_async_gen(inner: Callable[[Any, Any], AsyncGenerator[Any, None]], m: _
             await responses.aclose()
             raise
         except BaseException as exc:
-            code = _failure_code(exc, context)
+            code = failure_code(exc, context)
             raise
         finally:
             done(code, start)
@@ -330,6 +341,10 @@ class _MeasuredGenericHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
 
 class InstrumentedServer:
     """Registers services on a grpc.aio server with every async handler measured.
+
+    A servicer with a ``take_grpc_metrics(method, metrics) -> bool`` method may take a method's
+    metrics and record them itself (the flyteidl servicers do, in ``_Call``); its handler is
+    then registered unwrapped.
 
     The generated ``add_*_to_server`` functions are given this object instead of the server:
     handlers are wrapped once, as they are registered, so a call pays only for its own
@@ -368,6 +383,9 @@ class InstrumentedServer:
         else:
             grpc_type, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
         m = self._metrics.method(grpc_type, service, method)
+        take = getattr(getattr(inner, "__self__", None), "take_grpc_metrics", None)
+        if take is not None and take(method, m):
+            return handler  # the servicer records them itself: no second coroutine per call
         if inspect.isasyncgenfunction(inner):
             if not handler.response_streaming:
                 return handler  # not a shape grpc.aio serves; leave it to grpc to reject

@@ -13,7 +13,7 @@ import functools
 import json
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -70,20 +70,55 @@ class ResourceMeta:
     """
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self)).encode("utf-8")
+        values = {name: getattr(self, name) for name in _field_names(type(self))}  # type: ignore[arg-type]
+        if not all(type(value) in _JSON_SCALARS for value in values.values()):
+            # Lists, dicts, nested dataclasses: asdict converts and copies them.
+            values = asdict(self)
+        return json.dumps(values).encode("utf-8")
 
     @classmethod
     def decode(cls: type[_T], data: bytes) -> _T:
         # Unknown keys are dropped so that a newer service can add fields without
         # breaking metas that an older one issued (and vice versa).
-        return _dataclass_from_dict(cls, json.loads(data.decode("utf-8")))
+        return _dataclass_from_dict(cls, _loads(data.decode("utf-8")))
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, in the order ``asdict`` (and so flytekit's encoding) uses."""
+    return tuple(field.name for field in dataclasses.fields(cls))
+
+
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, minus its Python-level wrapper when ``text`` is exactly one JSON value.
+
+    That is what ``encode`` (and flytekit) write; GetTask decodes one on every poll, and the
+    wrapper's two whitespace regex matches cost more than the C scanner's parse.
+    """
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)  # not JSON, or leading whitespace: json.loads says which
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 def _dataclass_from_dict(cls: type[_T], values: Mapping[str, Any]) -> _T:
-    if not isinstance(values, Mapping):
+    plan = _field_plan(cls)  # type: ignore[arg-type]
+    if type(values) is dict:
+        if plan.flat and values.keys() <= plan.names:
+            return cls(**values)
+    elif not isinstance(values, Mapping):
         raise ValueError(f"expected a JSON object for {cls.__name__}, got {type(values).__name__}")
     kwargs: dict[str, Any] = {}
-    for name, nested in _field_plan(cls):  # type: ignore[arg-type]
+    for name, nested in plan.fields:
         if name not in values:
             continue
         value = values[name]
@@ -93,9 +128,17 @@ def _dataclass_from_dict(cls: type[_T], values: Mapping[str, Any]) -> _T:
     return cls(**kwargs)
 
 
+class _FieldPlan(typing.NamedTuple):
+    fields: tuple[tuple[str, type | None], ...]
+    """Each field's name and, if it is a dataclass, its type."""
+    names: frozenset[str]
+    flat: bool
+    """No field is a dataclass: a JSON object with only known keys is the constructor's kwargs."""
+
+
 @functools.cache
-def _field_plan(cls: type) -> tuple[tuple[str, type | None], ...]:
-    """Each field's name and, if it is a dataclass, its type: resolved once per class.
+def _field_plan(cls: type) -> _FieldPlan:
+    """How to build ``cls`` from a JSON object: resolved once per class.
 
     GetTask decodes a meta on every poll; resolving type hints each time was the largest
     cost of the whole call.
@@ -106,7 +149,11 @@ def _field_plan(cls: type) -> tuple[tuple[str, type | None], ...]:
         field_type = hints.get(field.name)
         nested = field_type if isinstance(field_type, type) and dataclasses.is_dataclass(field_type) else None
         plan.append((field.name, nested))
-    return tuple(plan)
+    return _FieldPlan(
+        fields=tuple(plan),
+        names=frozenset(name for name, _ in plan),
+        flat=all(nested is None for _, nested in plan),
+    )
 
 
 @dataclass

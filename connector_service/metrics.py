@@ -2,21 +2,17 @@
 
 The ``flyte_connector_*`` names and labels are flytekit's, so dashboards built for
 ``pyflyte serve connector`` keep working; latency is a Histogram here (flytekit's Summary
-exposes no quantiles), so p99 can be computed.
+exposes no quantiles), so p99 can be computed. Updated from the event loop's thread only
+(see ``_fast_metrics``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    gc_collector,
-    platform_collector,
-    process_collector,
-)
+from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
+
+from connector_service._fast_metrics import counter, histogram
 
 __all__ = ["ConnectorMetrics", "LATENCY_BUCKETS", "new_registry"]
 
@@ -36,31 +32,31 @@ def new_registry() -> CollectorRegistry:
 class ConnectorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.success = Counter(
+        self.success = counter(
             "flyte_connector_requests_success",
             "Connector requests that succeeded",
             ["task_type", "operation"],
-            registry=registry,
+            registry,
         )
-        self.failure = Counter(
+        self.failure = counter(
             "flyte_connector_requests_failure",
             "Connector requests that failed, by HTTP-style error code (as flytekit labels them)",
             ["task_type", "operation", "error_code"],
-            registry=registry,
+            registry,
         )
-        self.latency = Histogram(
+        self.latency = histogram(
             "flyte_connector_request_latency_seconds",
             "Time spent serving connector requests",
             ["task_type", "operation"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
+            registry,
         )
-        self.input_bytes = Histogram(
+        self.input_bytes = histogram(
             "flyte_connector_input_literal_bytes",
             "Size of the input literals of CreateTask and ExecuteTaskSync requests",
             ["task_type"],
-            buckets=_SIZE_BUCKETS,
-            registry=registry,
+            _SIZE_BUCKETS,
+            registry,
         )
 
         self._children: dict[tuple[str, str], tuple[Callable[[], None], Callable[[float], None]]] = {}

@@ -15,7 +15,7 @@ import functools
 import importlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -79,20 +79,28 @@ class _Method:
             is_async = inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
         return cls(fn=fn, is_async=is_async, explicit_params=explicit, is_async_gen=inspect.isasyncgenfunction(fn))
 
-    async def __call__(self, args: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Any:
-        """Call with ``args`` (always passed) and ``extras`` (only if the method names them).
+    def __call__(self, kwargs: dict[str, Any], extras: Mapping[str, Any] | None = None) -> Awaitable[Any]:
+        """Call with ``kwargs`` (always passed; the dict is the callee's) and ``extras`` (only
+        if the method names them); await the result.
 
         Extras such as ``timeout`` or ``task_execution_metadata`` for ``do`` go only to
         methods that ask for them by name, so a flytekit-style ``**kwargs`` method never
-        receives arguments it did not expect.
+        receives arguments it did not expect. An async method's coroutine is returned as it
+        is, not wrapped in another: this runs on every poll.
         """
-        kwargs = dict(args)
         if extras:
-            kwargs.update((k, v) for k, v in extras.items() if k in self.explicit_params)
+            explicit = self.explicit_params
+            for name, value in extras.items():
+                if name in explicit:
+                    kwargs[name] = value
         if self.is_async:
             if self.is_async_gen:
-                return self.fn(**kwargs)
-            return await self.fn(**kwargs)
+                return _ready(self.fn(**kwargs))
+            result: Awaitable[Any] = self.fn(**kwargs)
+            return result
+        return self._in_thread(kwargs)
+
+    async def _in_thread(self, kwargs: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
         # The loop's default executor is the service's own pool (sized from settings);
         # copy_context keeps contextvars (log fields) visible inside the thread.
@@ -103,6 +111,10 @@ class _Method:
         return result
 
 
+async def _ready(value: Any) -> Any:
+    return value
+
+
 @dataclass(frozen=True)
 class RegisteredConnector:
     connector: ConnectorBase
@@ -110,6 +122,8 @@ class RegisteredConnector:
     source: str
     is_sync: bool
     methods: Mapping[str, _Method] = field(repr=False)
+    decode_meta: Callable[[bytes], Any] | None = field(default=None, repr=False)
+    """The connector's ``metadata_type.decode`` (async connectors), looked up once."""
     broken: str | None = None
     """Why set-up failed, when the service started without this connector."""
 
@@ -128,7 +142,7 @@ class ConnectorRegistry:
     def __init__(self) -> None:
         from sensors.engine import SensorEngine
 
-        self._by_category: dict[TaskCategory, RegisteredConnector] = {}
+        self._by_category: dict[tuple[str, int], RegisteredConnector] = {}
         self._agents: dict[str, agent_pb2.Agent] = {}
         self._sensors: dict[str, BaseSensor] = {}
         self._sensor_sources: dict[str, str] = {}
@@ -175,17 +189,20 @@ class ConnectorRegistry:
         category = connector.task_category
         if not isinstance(category.name, str) or not isinstance(category.version, int):
             raise RegistryError(f"{source}: task category must be (str, int), got {category!r}")
-        existing = self._by_category.get(category)
+        key = (category.name, category.version)
+        existing = self._by_category.get(key)
         if existing is not None:
             raise RegistryError(
                 f"Duplicate connector for task type: {category.name} (version {category.version}): "
                 f"{existing.name!r} from {existing.source} and {connector.name!r} from {source}"
             )
         is_sync = isinstance(connector, SyncConnectorBase)
+        decode_meta = None
         if isinstance(connector, AsyncConnectorBase):
             meta_type = connector.metadata_type
             if not (isinstance(meta_type, type) and hasattr(meta_type, "decode")):
                 raise RegistryError(f"{source}: {connector.name}: metadata_type must be a ResourceMeta class")
+            decode_meta = meta_type.decode
         names = _SYNC_METHODS if is_sync else _ASYNC_METHODS
         methods = {n: _Method.of(getattr(connector, n)) for n in names}
 
@@ -200,8 +217,13 @@ class ConnectorRegistry:
             self._agents[connector.name] = agent
         agent.supported_task_types.append(category.name)
         agent.supported_task_categories.append(category.to_proto())
-        self._by_category[category] = RegisteredConnector(
-            connector=connector, category=category, source=source, is_sync=is_sync, methods=methods
+        self._by_category[key] = RegisteredConnector(
+            connector=connector,
+            category=category,
+            source=source,
+            is_sync=is_sync,
+            methods=methods,
+            decode_meta=decode_meta,
         )
 
     def register_sensor(self, sensor: BaseSensor | type[BaseSensor], source: str = "code") -> None:
@@ -233,13 +255,16 @@ class ConnectorRegistry:
     # -- lookup ------------------------------------------------------------------------------
 
     def lookup(self, category: TaskCategory) -> RegisteredConnector:
-        try:
-            entry = self._by_category[category]
-        except KeyError:
-            raise ConnectorNotFoundError(category) from None
+        return self.find(category.name, category.version)
+
+    def find(self, name: str, version: int) -> RegisteredConnector:
+        """The connector for task type ``name`` version ``version`` (every RPC's lookup)."""
+        entry = self._by_category.get((name, version))
+        if entry is None:
+            raise ConnectorNotFoundError(TaskCategory(name, version))
         if entry.broken is not None:
             raise ConnectorUnavailableError(
-                f"connector {entry.name!r} for {category.name} (version {category.version}) is unavailable: "
+                f"connector {entry.name!r} for {name} (version {version}) is unavailable: "
                 f"its set-up failed at start-up ({entry.broken})"
             )
         return entry
@@ -250,9 +275,9 @@ class ConnectorRegistry:
         Still listing it keeps propeller from silently routing its task type to another
         plugin (such as running it as a container); its calls fail visibly instead.
         """
-        for category, entry in self._by_category.items():
+        for key, entry in self._by_category.items():
             if entry.connector is plugin:
-                self._by_category[category] = dataclasses.replace(entry, broken=reason)
+                self._by_category[key] = dataclasses.replace(entry, broken=reason)
                 return
         for name, sensor in self._sensors.items():
             if sensor is plugin:

@@ -1,9 +1,9 @@
 """The three flyteidl services, as propeller calls them.
 
 Request path: servicer (this file) -> registry (which connector) -> connector method ->
-conversion (``_convert``) -> response. Every RPC runs inside ``_Call``, the one place that
-times the call, maps exceptions to gRPC statuses and records metrics, so no handler repeats
-that logic.
+conversion (``_convert``) -> response. Every RPC goes through ``_Call``, the one place that
+times the call, maps exceptions to gRPC statuses and records metrics (the service's and the
+gRPC server's), so no handler repeats that logic.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from types import TracebackType
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -22,9 +21,10 @@ from flyteidl.core import literals_pb2
 from flyteidl.service import agent_pb2_grpc
 
 from connector_service import _envelope
-from connector_service._convert import resource_to_proto
+from connector_service._convert import fill_resource
+from connector_service._grpc_metrics import MethodMetrics, failure_code
 from connector_service.config import OPERATIONS, Settings
-from connector_service.connector import ResourceMeta, TaskCategory, is_terminal_phase
+from connector_service.connector import ResourceMeta, is_terminal_phase
 from connector_service.errors import InvalidRequestError, NotFoundError, status_for
 from connector_service.metrics import ConnectorMetrics
 from connector_service.registry import ConnectorRegistry, RegisteredConnector
@@ -37,22 +37,48 @@ _DEADLINE_MARGIN = 0.05
 """Seconds kept back from the caller's deadline so the answer still reaches it."""
 
 
+class _Op:
+    """One RPC method's fixed parts, resolved when the servicer is built rather than per call."""
+
+    __slots__ = ("name", "cap", "svc", "grpc")
+
+    def __init__(self, name: str, svc: _Shared) -> None:
+        self.name = name
+        self.cap = svc.caps[name]
+        self.svc = svc
+        self.grpc: MethodMetrics | None = None
+        """The method's gRPC server metrics, when an ``InstrumentedServer`` hands them over."""
+
+
 class _Call:
-    """Context for one RPC: resolves the connector, bounds and runs it, maps errors, records metrics and logs."""
+    """One RPC: resolves the connector, bounds and runs it, maps errors, records metrics and logs.
 
-    __slots__ = (
-        "_context", "_svc", "_started", "operation", "entry", "task_label", "task_type", "execution_id", "sizes",
-    )  # fmt: skip
+    The handler calls ``succeeded()`` or ``await failed(exc)`` itself (no ``async with``, no
+    wrapper coroutine): on GetTask, the call propeller repeats for every running task, each
+    extra coroutine layer is measurable server CPU.
+    """
 
-    def __init__(self, context: grpc.aio.ServicerContext, operation: str, svc: _Shared) -> None:
+    __slots__ = ("_context", "_op", "_start", "_category", "entry", "task_type", "execution_id", "sizes")
+
+    def __init__(self, context: grpc.aio.ServicerContext, op: _Op) -> None:
         self._context = context
-        self._svc = svc
-        self.operation = operation
+        self._op = op
+        self._category: tuple[str, int] | None = None
         self.entry: RegisteredConnector | None = None
         self.task_type = "unknown"
-        self.task_label = "unknown task type"
         self.execution_id = ""
         self.sizes: dict[str, int] | None = None
+        if op.grpc is not None:
+            op.grpc.begin()
+        self._start = time.perf_counter()
+
+    @property
+    def task_label(self) -> str:
+        """The task type as messages name it; built only when a message needs it."""
+        if self._category is None:
+            return "unknown task type"
+        name, version = self._category
+        return f"{name} (version {version})"
 
     def note_size(self, name: str, size: int) -> None:
         """Remember a payload size for the debug log: sizes only, never contents."""
@@ -60,76 +86,70 @@ class _Call:
             self.sizes = {}
         self.sizes[name] = size
 
-    def resolve(self, category: TaskCategory) -> RegisteredConnector:
-        self.task_label = f"{category.name} (version {category.version})"
-        self.entry = self._svc.registry.lookup(category)
+    def resolve(self, name: str, version: int) -> RegisteredConnector:
+        self._category = (name, version)
+        self.entry = self._op.svc.registry.find(name, version)
         # Only registered names become metric labels: a caller inventing task types must not
         # be able to grow the metrics without bound.
-        self.task_type = category.name
+        self.task_type = name
         return self.entry
 
-    def timeout(self) -> tuple[float, bool]:
-        """The budget for the connector, and whether the server-side cap (not the caller) sets it.
+    def run(self, method: str, kwargs: dict[str, Any], extras: dict[str, Any] | None = None) -> Awaitable[Any]:
+        """Call the resolved connector's ``method`` within its budget; await the result.
 
         The budget is the caller's remaining deadline, less a margin for the reply, within the
-        operation's cap.
-        """
-        cap = self._svc.caps[self.operation]
-        remaining: float | None = self._context.time_remaining()
-        if remaining is None or remaining - _DEADLINE_MARGIN > cap:
-            return cap, True
-        return max(remaining - _DEADLINE_MARGIN, 0.0), False
-
-    async def run(self, method: str, args: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Any:
-        """Call the resolved connector's ``method`` within its budget.
-
-        The connector is told the budget (as ``timeout``, if it asks for it). When the
-        caller's deadline is the limit, grpc itself cancels the handler at that deadline;
-        a timer of our own is needed (and paid for) only when the server-side cap is tighter.
+        operation's cap; the connector is told it (as ``timeout``, if it asks for it). When the
+        caller's deadline is the limit, grpc itself cancels the handler at that deadline; a
+        timer of our own is needed (and paid for) only when the server-side cap is tighter.
         """
         assert self.entry is not None
-        budget, capped = self.timeout()
-        call = self.entry.methods[method](args, {**extras, "timeout": budget} if extras else {"timeout": budget})
-        if not capped:
-            return await call
-        async with asyncio.timeout(budget):
-            return await call
+        cap = self._op.cap
+        remaining: float | None = self._context.time_remaining()
+        capped = remaining is None or remaining - _DEADLINE_MARGIN > cap
+        budget = cap if capped else max(remaining - _DEADLINE_MARGIN, 0.0)  # type: ignore[operator]
+        if extras is None:
+            extras = {"timeout": budget}
+        else:
+            extras["timeout"] = budget
+        awaitable = self.entry.methods[method](kwargs, extras)
+        return _bounded(awaitable, budget) if capped else awaitable
 
-    async def __aenter__(self) -> _Call:
-        self._started = time.perf_counter()
-        return self
+    def succeeded(self) -> None:
+        elapsed = time.perf_counter() - self._start
+        op = self._op
+        if op.grpc is not None:
+            op.grpc.end_ok(elapsed)
+        op.svc.metrics.observe_success(self.task_type, op.name, elapsed)
+        if op.svc.access_log:
+            _log.info("%s %s OK %.1fms", op.name, self.task_label, elapsed * 1000, extra=self._fields(elapsed, "OK"))
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        elapsed = time.perf_counter() - self._started
-        metrics = self._svc.metrics
-        if exc is None:
-            metrics.observe_success(self.task_type, self.operation, elapsed)
-            if self._svc.access_log:
-                _log.info(
-                    "%s %s OK %.1fms",
-                    self.operation,
-                    self.task_label,
-                    elapsed * 1000,
-                    extra=self._fields(elapsed, "OK"),
-                )
-            return False
+    async def failed(self, exc: BaseException) -> None:
+        """Record ``exc`` and answer it with its gRPC status (``abort`` raises).
+
+        Returns only for what needs no answer (the caller went away, or an abort is already
+        under way); the handler then re-raises.
+        """
+        elapsed = time.perf_counter() - self._start
+        op = self._op
         if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
-            # Cancellation (the caller went away), or an abort already issued: nothing to map.
-            if isinstance(exc, asyncio.CancelledError) and self._svc.access_log:
+            # Cancellation (the caller went away, or its deadline passed), or an abort already issued.
+            if op.grpc is not None:
+                op.grpc.end(failure_code(exc, self._context), elapsed)
+            if isinstance(exc, asyncio.CancelledError | GeneratorExit) and op.svc.access_log:
                 _log.info(
-                    "%s %s CANCELLED %.1fms", self.operation, self.task_label, elapsed * 1000,
+                    "%s %s CANCELLED %.1fms", op.name, self.task_label, elapsed * 1000,
                     extra=self._fields(elapsed, "CANCELLED"),
                 )  # fmt: skip
-            return False
-        failure = status_for(exc, self.operation, self.task_label)
-        metrics.observe_failure(self.task_type, self.operation, failure.error_code, elapsed)
+            return
+        failure = status_for(exc, op.name, self.task_label)
+        if op.grpc is not None:
+            op.grpc.end(failure.code, elapsed)
+        op.svc.metrics.observe_failure(self.task_type, op.name, failure.error_code, elapsed)
         fields = self._fields(elapsed, failure.code.name)
         if failure.expected:
             _log.info(
                 "%s %s %s %.1fms: %s",
-                self.operation,
+                op.name,
                 self.task_label,
                 failure.code.name,
                 elapsed * 1000,
@@ -137,13 +157,12 @@ class _Call:
                 extra=fields,
             )
         else:
-            _log.error("%s %s failed", self.operation, self.task_label, exc_info=exc, extra=fields)
+            _log.error("%s %s failed", op.name, self.task_label, exc_info=exc, extra=fields)
         await self._context.abort(failure.code, failure.message)
-        return False  # unreachable: abort raises
 
     def _fields(self, elapsed: float, code: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
-            "operation": self.operation,
+            "operation": self._op.name,
             "task_type": self.task_type,
             "grpc_code": code,
             "duration_ms": round(elapsed * 1000, 3),
@@ -153,6 +172,11 @@ class _Call:
         if self.sizes and _log.isEnabledFor(logging.DEBUG):
             fields.update(self.sizes)
         return fields
+
+
+async def _bounded(awaitable: Awaitable[Any], budget: float) -> Any:
+    async with asyncio.timeout(budget):
+        return await awaitable
 
 
 class _Shared:
@@ -168,6 +192,23 @@ class _Shared:
         self.key = settings.signing_key
 
 
+class _SelfMeasured:
+    """A servicer whose handlers record their own gRPC server metrics through ``_Call``.
+
+    ``InstrumentedServer`` asks ``take_grpc_metrics`` before wrapping a handler; a handler
+    whose servicer takes them is registered as it is, so a call runs one coroutine, not two.
+    """
+
+    _ops: dict[str, _Op]
+
+    def take_grpc_metrics(self, method: str, metrics: MethodMetrics) -> bool:
+        op = self._ops.get(method)
+        if op is None:
+            return False
+        op.grpc = metrics
+        return True
+
+
 def execution_id(metadata: Any) -> str:
     """propeller's task execution id as one string: project/domain/execution/node/task/retry."""
     tid = metadata.task_execution_id
@@ -178,13 +219,14 @@ def execution_id(metadata: Any) -> str:
     return f"{wf.project}/{wf.domain}/{wf.name}/{node.node_id}/{tid.task_id.name}/{tid.retry_attempt}"
 
 
-def _category_of(request: Any) -> TaskCategory:
+def _category_of(request: Any) -> tuple[str, int]:
     """Get/Delete/Metrics/Logs name the connector by task_category, else the deprecated task_type."""
     category = request.task_category
-    if category.name:
-        return TaskCategory(category.name, category.version)
+    name: str = category.name
+    if name:
+        return name, category.version
     if request.task_type:
-        return TaskCategory(request.task_type, 0)
+        return request.task_type, 0
     raise InvalidRequestError("request names no task type: set task_category (or the deprecated task_type)")
 
 
@@ -199,32 +241,46 @@ def _require_async(entry: RegisteredConnector, operation: str) -> None:
 def _decode_meta(entry: RegisteredConnector, data: bytes, key: bytes | None) -> tuple[Any, Mapping[str, Any] | None]:
     if not data:
         raise InvalidRequestError("resource_meta is empty")
-    opened = _envelope.open_meta(data, key)
-    meta_type = entry.connector.metadata_type  # type: ignore[attr-defined]
+    meta_bytes, output_types = _envelope.open_meta(data, key)
+    decode = entry.decode_meta
+    assert decode is not None  # async connectors always have one (checked at registration)
     try:
-        meta = meta_type.decode(opened.meta)
+        meta = decode(meta_bytes)
     except Exception as exc:
         raise InvalidRequestError(
             f"cannot decode resource_meta for {entry.name!r}: {type(exc).__name__}: {str(exc)[:200]}"
         ) from None
-    return meta, opened.output_types
+    return meta, output_types
 
 
-class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ignore[misc]
+class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured):  # type: ignore[misc]
     def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
-        self._svc = _Shared(registry, metrics, settings)
-        self._key = self._svc.key
+        svc = _Shared(registry, metrics, settings)
+        self._key = svc.key
         self._metrics = metrics
+        self._create = _Op("create", svc)
+        self._get = _Op("get", svc)
+        self._delete = _Op("delete", svc)
+        self._get_metrics = _Op("get_metrics", svc)
+        self._get_logs = _Op("get_logs", svc)
+        self._ops = {
+            "CreateTask": self._create,
+            "GetTask": self._get,
+            "DeleteTask": self._delete,
+            "GetTaskMetrics": self._get_metrics,
+            "GetTaskLogs": self._get_logs,
+        }
 
     async def CreateTask(
         self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.CreateTaskResponse:
-        async with _Call(context, "create", self._svc) as call:
+        call = _Call(context, self._create)
+        try:
             template = request.template
             call.execution_id = execution_id(request.task_execution_metadata)
             if not template.type:
                 raise InvalidRequestError("CreateTask: template.type is empty")
-            entry = call.resolve(TaskCategory(template.type, template.task_type_version))
+            entry = call.resolve(template.type, template.task_type_version)
             _require_async(entry, "CreateTask")
             input_bytes = request.inputs.ByteSize()
             self._metrics.observe_input_bytes(template.type, input_bytes)
@@ -243,38 +299,53 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
             sealed = _envelope.seal(
                 meta.encode(), _envelope.compact_output_types(template.interface.outputs), self._key
             )
-            return agent_pb2.CreateTaskResponse(resource_meta=sealed)
-        raise AssertionError("unreachable")
+            response = agent_pb2.CreateTaskResponse(resource_meta=sealed)
+        except BaseException as exc:
+            await call.failed(exc)
+            raise
+        call.succeeded()
+        return response
 
     async def GetTask(
         self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetTaskResponse:
-        async with _Call(context, "get", self._svc) as call:
-            entry = call.resolve(_category_of(request))
+        call = _Call(context, self._get)
+        try:
+            entry = call.resolve(*_category_of(request))
             _require_async(entry, "GetTask")
             meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
             resource = await call.run("get", {"resource_meta": meta})
-            proto = resource_to_proto(resource, output_types, connector=entry.name)
-            call.note_size("output_bytes", proto.outputs.ByteSize())
-            return agent_pb2.GetTaskResponse(resource=proto)
-        raise AssertionError("unreachable")
+            response = agent_pb2.GetTaskResponse()
+            fill_resource(response.resource, resource, output_types, connector=entry.name)
+            if _log.isEnabledFor(logging.DEBUG):
+                call.note_size("output_bytes", response.resource.outputs.ByteSize())
+        except BaseException as exc:
+            await call.failed(exc)
+            raise
+        call.succeeded()
+        return response
 
     async def DeleteTask(
         self, request: agent_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.DeleteTaskResponse:
-        async with _Call(context, "delete", self._svc) as call:
-            entry = call.resolve(_category_of(request))
+        call = _Call(context, self._delete)
+        try:
+            entry = call.resolve(*_category_of(request))
             _require_async(entry, "DeleteTask")
             meta, _ = _decode_meta(entry, request.resource_meta, self._key)
             await call.run("delete", {"resource_meta": meta})
-            return agent_pb2.DeleteTaskResponse()
-        raise AssertionError("unreachable")
+        except BaseException as exc:
+            await call.failed(exc)
+            raise
+        call.succeeded()
+        return agent_pb2.DeleteTaskResponse()
 
     async def GetTaskMetrics(
         self, request: agent_pb2.GetTaskMetricsRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetTaskMetricsResponse:
-        async with _Call(context, "get_metrics", self._svc) as call:
-            entry = call.resolve(_category_of(request))
+        call = _Call(context, self._get_metrics)
+        try:
+            entry = call.resolve(*_category_of(request))
             _require_async(entry, "GetTaskMetrics")
             meta, _ = _decode_meta(entry, request.resource_meta, self._key)
             result = await call.run(
@@ -289,14 +360,18 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
             )
             if not isinstance(result, agent_pb2.GetTaskMetricsResponse):
                 raise TypeError(f"{entry.name} get_metrics() returned {type(result).__name__}")
-            return result
-        raise AssertionError("unreachable")
+        except BaseException as exc:
+            await call.failed(exc)
+            raise
+        call.succeeded()
+        return result
 
     async def GetTaskLogs(
         self, request: agent_pb2.GetTaskLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
-        async with _Call(context, "get_logs", self._svc) as call:
-            entry = call.resolve(_category_of(request))
+        call = _Call(context, self._get_logs)
+        try:
+            entry = call.resolve(*_category_of(request))
             _require_async(entry, "GetTaskLogs")
             meta, _ = _decode_meta(entry, request.resource_meta, self._key)
             result = await call.run(
@@ -304,6 +379,11 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):  # type: ign
             )
             async for message in _log_messages(result, entry.name):
                 yield message
+        except BaseException as exc:
+            # Also GeneratorExit: grpc stopped reading (the caller went away) mid-stream.
+            await call.failed(exc)
+            raise
+        call.succeeded()
 
 
 async def _log_messages(result: Any, connector: str) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
@@ -355,62 +435,78 @@ def _log_item(item: Any, connector: str) -> agent_pb2.GetTaskLogsResponse:
     raise TypeError(f"{connector} get_logs() yielded {type(item).__name__}, expected str or GetTaskLogsResponse")
 
 
-class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):  # type: ignore[misc]
+class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer, _SelfMeasured):  # type: ignore[misc]
     def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
-        self._svc = _Shared(registry, metrics, settings)
         self._metrics = metrics
+        self._do = _Op("do", _Shared(registry, metrics, settings))
+        self._ops = {"ExecuteTaskSync": self._do}
 
     async def ExecuteTaskSync(
         self,
         request_iterator: AsyncIterator[agent_pb2.ExecuteTaskSyncRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[agent_pb2.ExecuteTaskSyncResponse]:
-        async with _Call(context, "do", self._svc) as call:
-            messages = aiter(request_iterator)
-            first = await anext(messages, None)
-            if first is None or first.WhichOneof("part") != "header":
-                raise InvalidRequestError(
-                    "ExecuteTaskSync: expected the first message to be a header (template, output_prefix), "
-                    f"got {_part(first)}"
-                )
-            header = first.header
-            template = header.template
-            call.execution_id = execution_id(header.task_execution_metadata)
-            if not template.type:
-                raise InvalidRequestError("ExecuteTaskSync: header.template.type is empty")
-            entry = call.resolve(TaskCategory(template.type, template.task_type_version))
-            if not entry.is_sync:
-                raise InvalidRequestError(
-                    f"connector {entry.name!r} for {call.task_label} is asynchronous; "
-                    "it does not support ExecuteTaskSync (use CreateTask)"
-                )
-            second = await anext(messages, None)
-            if second is None or second.WhichOneof("part") != "inputs":
-                raise InvalidRequestError(
-                    f"ExecuteTaskSync: expected an inputs message after the header, got {_part(second)}"
-                )
-            inputs: literals_pb2.LiteralMap = second.inputs
-            third = await anext(messages, None)
-            if third is not None:
-                raise InvalidRequestError(
-                    f"ExecuteTaskSync: expected the client to half-close after inputs, got {_part(third)}"
-                )
-            input_bytes = inputs.ByteSize()
-            self._metrics.observe_input_bytes(template.type, input_bytes)
-            call.note_size("input_bytes", input_bytes)
-            resource = await call.run(
-                "do",
-                {"task_template": template, "output_prefix": header.output_prefix, "inputs": inputs},
-                {"task_execution_metadata": header.task_execution_metadata},
+        call = _Call(context, self._do)
+        try:
+            response = await self._execute(call, request_iterator)
+            yield response
+        except BaseException as exc:
+            # Also GeneratorExit: grpc stopped reading (the caller went away) mid-stream.
+            await call.failed(exc)
+            raise
+        call.succeeded()
+
+    async def _execute(
+        self, call: _Call, request_iterator: AsyncIterator[agent_pb2.ExecuteTaskSyncRequest]
+    ) -> agent_pb2.ExecuteTaskSyncResponse:
+        messages = aiter(request_iterator)
+        first = await anext(messages, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidRequestError(
+                "ExecuteTaskSync: expected the first message to be a header (template, output_prefix), "
+                f"got {_part(first)}"
             )
-            proto = resource_to_proto(resource, _types(template), connector=entry.name)
+        header = first.header
+        template = header.template
+        call.execution_id = execution_id(header.task_execution_metadata)
+        if not template.type:
+            raise InvalidRequestError("ExecuteTaskSync: header.template.type is empty")
+        entry = call.resolve(template.type, template.task_type_version)
+        if not entry.is_sync:
+            raise InvalidRequestError(
+                f"connector {entry.name!r} for {call.task_label} is asynchronous; "
+                "it does not support ExecuteTaskSync (use CreateTask)"
+            )
+        second = await anext(messages, None)
+        if second is None or second.WhichOneof("part") != "inputs":
+            raise InvalidRequestError(
+                f"ExecuteTaskSync: expected an inputs message after the header, got {_part(second)}"
+            )
+        inputs: literals_pb2.LiteralMap = second.inputs
+        third = await anext(messages, None)
+        if third is not None:
+            raise InvalidRequestError(
+                f"ExecuteTaskSync: expected the client to half-close after inputs, got {_part(third)}"
+            )
+        input_bytes = inputs.ByteSize()
+        self._metrics.observe_input_bytes(template.type, input_bytes)
+        call.note_size("input_bytes", input_bytes)
+        resource = await call.run(
+            "do",
+            {"task_template": template, "output_prefix": header.output_prefix, "inputs": inputs},
+            {"task_execution_metadata": header.task_execution_metadata},
+        )
+        response = agent_pb2.ExecuteTaskSyncResponse()
+        proto = response.header.resource
+        fill_resource(proto, resource, _types(template), connector=entry.name)
+        if _log.isEnabledFor(logging.DEBUG):
             call.note_size("output_bytes", proto.outputs.ByteSize())
-            if not is_terminal_phase(proto.phase):
-                raise TypeError(
-                    f"{entry.name} do() returned non-terminal phase "
-                    f"{agent_pb2.TaskExecution.Phase.Name(proto.phase)}; a sync task must finish in one call"
-                )
-            yield agent_pb2.ExecuteTaskSyncResponse(header=agent_pb2.ExecuteTaskSyncResponseHeader(resource=proto))
+        if not is_terminal_phase(proto.phase):
+            raise TypeError(
+                f"{entry.name} do() returned non-terminal phase "
+                f"{agent_pb2.TaskExecution.Phase.Name(proto.phase)}; a sync task must finish in one call"
+            )
+        return response
 
 
 def _types(template: Any) -> dict[str, Any]:
@@ -424,21 +520,26 @@ def _part(message: agent_pb2.ExecuteTaskSyncRequest | None) -> str:
     return f"a {part} message" if part else "an empty message"
 
 
-class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):  # type: ignore[misc]
+class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer, _SelfMeasured):  # type: ignore[misc]
     def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
-        self._svc = _Shared(registry, metrics, settings)
+        self._get_agent = _Op("get_agent", _Shared(registry, metrics, settings))
+        self._ops = {"GetAgent": self._get_agent}
         self._registry = registry
         self._list = agent_pb2.ListAgentsResponse(agents=registry.agents())
 
     async def GetAgent(
         self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetAgentResponse:
-        async with _Call(context, "get_agent", self._svc):
+        call = _Call(context, self._get_agent)
+        try:
             agent = self._registry.agent(request.name)
             if agent is None:
                 raise NotFoundError(f"Cannot find connector for name: {request.name}")
-            return agent_pb2.GetAgentResponse(agent=agent)
-        raise AssertionError("unreachable")
+        except BaseException as exc:
+            await call.failed(exc)
+            raise
+        call.succeeded()
+        return agent_pb2.GetAgentResponse(agent=agent)
 
     async def ListAgents(
         self, request: agent_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext

@@ -60,6 +60,33 @@ def test_resource_meta_decodes_nested_dataclasses_and_ignores_unknown_keys() -> 
     assert Outer.decode(Outer("j", Inner(2, [])).encode()) == Outer("j", Inner(2, []))
 
 
+@dataclass
+class Flat(ResourceMeta):
+    job_id: str
+    attempt: int = 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"job_id": "j", "attempt": 2}', b' {"job_id": "j", "attempt": 2}\n', b'{"attempt": 2, "job_id": "j", "x": [1]}'],
+    ids=["exact", "surrounding-whitespace", "unknown-key"],
+)
+def test_resource_meta_decodes_whatever_json_loads_would(data: bytes) -> None:
+    assert Flat.decode(data) == Flat("j", 2)
+
+
+@pytest.mark.parametrize("data", [b'["j"]', b'{"job_id": "j"} trailing', b"", b"{'job_id': 'j'}", b"\xff"])
+def test_resource_meta_refuses_what_is_not_one_json_object(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        Flat.decode(data)
+
+
+def test_resource_meta_encoding_copies_containers_like_asdict() -> None:
+    assert Flat("j", 1).encode() == b'{"job_id": "j", "attempt": 1}'
+    nested = Outer("j", Inner(1, ["x"]), extra=None)
+    assert nested.encode() == json.dumps(dataclasses.asdict(nested)).encode()
+
+
 def test_task_category_and_phase_helpers_match_flytekit() -> None:
     assert str(TaskCategory("bigquery_query_job_task", 1)) == "bigquery_query_job_task_v1"
     assert TaskCategory("x") == TaskCategory("x", 0)
