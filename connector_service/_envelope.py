@@ -41,7 +41,7 @@ class OpenedMeta(NamedTuple):
 
 
 _CACHED_TYPES_MAX_BYTES = 4096
-"""Type blobs up to this size are parsed once and remembered (bounded: 512 of them)."""
+"""Type blobs up to this size are parsed once and remembered (bounded: 256 of them)."""
 
 
 def compact_output_types(variables: interface_pb2.VariableMap) -> bytes:
@@ -49,7 +49,14 @@ def compact_output_types(variables: interface_pb2.VariableMap) -> bytes:
 
     flytekit puts JSON schemas for dataclasses into ``LiteralType.metadata``; propeller
     keeps resource_meta in etcd, so those would be dead weight on every running task.
+    Tasks of one kind share their interface, so the result is remembered per interface.
     """
+    raw: bytes = variables.SerializeToString(deterministic=True)
+    return _compact_cached(raw) if len(raw) <= _CACHED_INTERFACE_MAX_BYTES else _compact(raw)
+
+
+def _compact(raw: bytes) -> bytes:
+    variables = interface_pb2.VariableMap.FromString(raw)
     compact = interface_pb2.VariableMap()
     for name, variable in variables.variables.items():
         lt = types_pb2.LiteralType()
@@ -58,6 +65,10 @@ def compact_output_types(variables: interface_pb2.VariableMap) -> bytes:
         compact.variables[name].type.CopyFrom(lt)
     data: bytes = compact.SerializeToString(deterministic=True)
     return data
+
+
+_CACHED_INTERFACE_MAX_BYTES = 8192
+_compact_cached = functools.lru_cache(maxsize=128)(_compact)
 
 
 def _strip(lt: types_pb2.LiteralType) -> None:
@@ -128,7 +139,7 @@ def _parse_types(blob: bytes) -> dict[str, types_pb2.LiteralType]:
     return {name: v.type for name, v in variables.variables.items()}
 
 
-_output_types = functools.lru_cache(maxsize=512)(_parse_types)
+_output_types = functools.lru_cache(maxsize=256)(_parse_types)
 """Every poll of a task carries the same types (and most tasks of a type share them), so
 GetTask parses each blob once rather than on every poll. Corrupt blobs raise and are not kept."""
 

@@ -58,7 +58,7 @@ class _Call:
     extra coroutine layer is measurable server CPU.
     """
 
-    __slots__ = ("_context", "_op", "_start", "_category", "entry", "task_type", "execution_id", "sizes")
+    __slots__ = ("_context", "_op", "_start", "_category", "entry", "task_type", "execution_metadata", "sizes")
 
     def __init__(self, context: grpc.aio.ServicerContext, op: _Op) -> None:
         self._context = context
@@ -66,7 +66,8 @@ class _Call:
         self._category: tuple[str, int] | None = None
         self.entry: RegisteredConnector | None = None
         self.task_type = "unknown"
-        self.execution_id = ""
+        self.execution_metadata: Any = None
+        """The request's TaskExecutionMetadata (Create, Sync): its id is formatted only for a log line."""
         self.sizes: dict[str, int] | None = None
         if op.grpc is not None:
             op.grpc.begin()
@@ -107,11 +108,10 @@ class _Call:
         remaining: float | None = self._context.time_remaining()
         capped = remaining is None or remaining - _DEADLINE_MARGIN > cap
         budget = cap if capped else max(remaining - _DEADLINE_MARGIN, 0.0)  # type: ignore[operator]
-        if extras is None:
-            extras = {"timeout": budget}
-        else:
-            extras["timeout"] = budget
-        awaitable = self.entry.methods[method](kwargs, extras)
+        connector_method = self.entry.methods[method]
+        if "timeout" in connector_method.explicit_params:
+            kwargs["timeout"] = budget
+        awaitable = connector_method(kwargs, extras)
         return _bounded(awaitable, budget) if capped else awaitable
 
     def succeeded(self) -> None:
@@ -167,8 +167,9 @@ class _Call:
             "grpc_code": code,
             "duration_ms": round(elapsed * 1000, 3),
         }
-        if self.execution_id:
-            fields["task_execution_id"] = self.execution_id
+        task_execution_id = execution_id(self.execution_metadata) if self.execution_metadata is not None else ""
+        if task_execution_id:
+            fields["task_execution_id"] = task_execution_id
         if self.sizes and _log.isEnabledFor(logging.DEBUG):
             fields.update(self.sizes)
         return fields
@@ -277,7 +278,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
         call = _Call(context, self._create)
         try:
             template = request.template
-            call.execution_id = execution_id(request.task_execution_metadata)
+            call.execution_metadata = request.task_execution_metadata
             if not template.type:
                 raise InvalidRequestError("CreateTask: template.type is empty")
             entry = call.resolve(template.type, template.task_type_version)
@@ -468,7 +469,7 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer, _SelfMeasured):
             )
         header = first.header
         template = header.template
-        call.execution_id = execution_id(header.task_execution_metadata)
+        call.execution_metadata = header.task_execution_metadata
         if not template.type:
             raise InvalidRequestError("ExecuteTaskSync: header.template.type is empty")
         entry = call.resolve(template.type, template.task_type_version)
@@ -498,7 +499,9 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer, _SelfMeasured):
         )
         response = agent_pb2.ExecuteTaskSyncResponse()
         proto = response.header.resource
-        fill_resource(proto, resource, _types(template), connector=entry.name)
+        # Output types are needed only to convert Python values (not a LiteralMap).
+        types = _types(template) if isinstance(getattr(resource, "outputs", None), Mapping) else None
+        fill_resource(proto, resource, types, connector=entry.name)
         if _log.isEnabledFor(logging.DEBUG):
             call.note_size("output_bytes", proto.outputs.ByteSize())
         if not is_terminal_phase(proto.phase):
