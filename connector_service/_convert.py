@@ -13,13 +13,47 @@ from google.protobuf import json_format, struct_pb2
 from connector_service._literals import LiteralConversionError, python_to_literal_map
 from connector_service.connector import Phase, Resource
 
-__all__ = ["ConnectorContractError", "fill_resource", "resource_to_proto"]
+__all__ = ["ConnectorContractError", "fill_resource", "get_task_response", "resource_to_proto"]
 
 _VALID_PHASES = frozenset(Phase.Phase.values()) - {Phase.UNDEFINED}
 
 
 class ConnectorContractError(TypeError):
     """The connector returned something the SDK contract does not allow (a connector bug)."""
+
+
+_PHASE_ONLY = {
+    phase: agent_pb2.GetTaskResponse(resource=agent_pb2.Resource(phase=phase)) for phase in sorted(_VALID_PHASES)
+}
+"""Prebuilt answers for a Resource that is only a phase (never mutated: grpc only serializes them)."""
+
+
+def get_task_response(
+    resource: Any,
+    output_types: Mapping[str, types_pb2.LiteralType] | None,
+    *,
+    connector: str,
+) -> agent_pb2.GetTaskResponse:
+    """GetTask's answer for ``resource``.
+
+    Most polls of a running task answer a bare phase (RUNNING, no message or outputs yet);
+    that answer is prebuilt, as building a response costs more server CPU than the rest of
+    the poll's conversion.
+    """
+    if (
+        type(resource) is Resource
+        and type(resource.phase) is int
+        and resource.outputs is None
+        and not resource.message
+        and not resource.log_links
+        and not resource.custom_info
+    ):
+        prebuilt = _PHASE_ONLY.get(resource.phase)
+        if prebuilt is not None:
+            return prebuilt
+    response = agent_pb2.GetTaskResponse()
+    fill_resource(response.resource, resource, output_types, connector=connector)
+    return response
 
 
 def resource_to_proto(

@@ -21,7 +21,7 @@ from flyteidl.core import literals_pb2
 from flyteidl.service import agent_pb2_grpc
 
 from connector_service import _envelope
-from connector_service._convert import fill_resource
+from connector_service._convert import fill_resource, get_task_response
 from connector_service._grpc_metrics import MethodMetrics, failure_code
 from connector_service.config import OPERATIONS, Settings
 from connector_service.connector import ResourceMeta, is_terminal_phase
@@ -316,8 +316,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
             _require_async(entry, "GetTask")
             meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
             resource = await call.run("get", {"resource_meta": meta})
-            response = agent_pb2.GetTaskResponse()
-            fill_resource(response.resource, resource, output_types, connector=entry.name)
+            response = get_task_response(resource, output_types, connector=entry.name)
             if _log.isEnabledFor(logging.DEBUG):
                 call.note_size("output_bytes", response.resource.outputs.ByteSize())
         except BaseException as exc:
