@@ -86,7 +86,9 @@ def _strip(lt: types_pb2.LiteralType) -> None:
 
 def seal(meta: bytes, output_types: bytes, key: bytes | None = None) -> bytes:
     flags = _FLAG_SIGNED if key else 0
-    body = MAGIC + bytes([flags]) + _varint(len(output_types)) + output_types + meta
+    n = len(output_types)
+    header = MAGIC + (bytes((flags, n)) if n < 0x80 else bytes([flags]) + _varint(n))
+    body = header + output_types + meta
     if key:
         body += hmac.new(key, body, hashlib.sha256).digest()
     return body

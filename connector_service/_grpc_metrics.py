@@ -3,11 +3,12 @@
 ``InstrumentedServer`` wraps each method handler once, when it is registered, in a behaviour
 that counts started/handled calls, times them and tracks calls in flight. Everything a call
 needs (label children, bound ``inc``/``observe`` methods) is resolved when the handler is
-wrapped, so the per-call cost is three prometheus-client updates (started, handled, latency)
-and an int kept for the in-flight gauge. Async handlers only: a sync (thread-pool) handler is
-passed through unmeasured. Methods no handler serves are answered UNIMPLEMENTED by grpc and
-not recorded, so probing unknown method names cannot grow the label sets.
-"""
+wrapped, so the per-call cost is three lock-free updates (started, handled, latency; see
+``_fast_metrics``) and an int kept for the in-flight gauge. The flyteidl servicers take their
+methods' ``MethodMetrics`` instead and record them in ``_Call`` (``begin``/``end``), so their
+calls run no wrapper at all. Async handlers only: a sync (thread-pool) handler is passed
+through unmeasured. Methods no handler serves are answered UNIMPLEMENTED by grpc and not
+recorded, so probing unknown method names cannot grow the label sets."""
 
 from __future__ import annotations
 

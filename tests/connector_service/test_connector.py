@@ -83,6 +83,9 @@ def test_resource_meta_refuses_what_is_not_one_json_object(data: bytes) -> None:
 
 def test_resource_meta_encoding_copies_containers_like_asdict() -> None:
     assert Flat("j", 1).encode() == b'{"job_id": "j", "attempt": 1}'
+    for job_id, attempt in [('é"\\\n\u2028', 10**20), ("", float("nan")), ("x", float("-inf")), ("y", 1e-7)]:
+        meta = Flat(job_id, attempt)  # type: ignore[arg-type]
+        assert meta.encode() == json.dumps(dataclasses.asdict(meta)).encode()
     nested = Outer("j", Inner(1, ["x"]), extra=None)
     assert nested.encode() == json.dumps(dataclasses.asdict(nested)).encode()
 
