@@ -106,8 +106,10 @@ class _Call:
         assert self.entry is not None
         cap = self._op.cap
         remaining: float | None = self._context.time_remaining()
-        capped = remaining is None or remaining - _DEADLINE_MARGIN > cap
-        budget = cap if capped else max(remaining - _DEADLINE_MARGIN, 0.0)  # type: ignore[operator]
+        if remaining is None or remaining - _DEADLINE_MARGIN > cap:
+            budget, capped = cap, True
+        else:
+            budget, capped = max(remaining - _DEADLINE_MARGIN, 0.0), False
         connector_method = self.entry.methods[method]
         if "timeout" in connector_method.explicit_params:
             kwargs["timeout"] = budget
