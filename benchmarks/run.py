@@ -229,7 +229,7 @@ class Server:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before serving:\n{self.log_tail()}")
-            if _serving(self.port):
+            if serving(self.port):
                 self.start_to_serving = time.perf_counter() - started
                 return self.start_to_serving
             if time.perf_counter() > deadline:
@@ -258,7 +258,7 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _serving(port: int) -> bool:
+def serving(port: int) -> bool:
     # A fresh channel per attempt (and a local subchannel pool), so grpc's reconnect backoff
     # after a refused connection never delays seeing the server come up.
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
