@@ -274,6 +274,13 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
             "GetTaskLogs": self._get_logs,
         }
 
+    def _open_task(self, call: _Call, request: Any, rpc: str) -> tuple[RegisteredConnector, Any, Any]:
+        """The connector, decoded meta and output types a Get/Delete/Metrics/Logs request names."""
+        entry = call.resolve(*_category_of(request))
+        _require_async(entry, rpc)
+        meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
+        return entry, meta, output_types
+
     async def CreateTask(
         self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.CreateTaskResponse:
@@ -314,9 +321,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
     ) -> agent_pb2.GetTaskResponse:
         call = _Call(context, self._get)
         try:
-            entry = call.resolve(*_category_of(request))
-            _require_async(entry, "GetTask")
-            meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
+            entry, meta, output_types = self._open_task(call, request, "GetTask")
             resource = await call.run("get", {"resource_meta": meta})
             response = get_task_response(resource, output_types, connector=entry.name)
             if _log.isEnabledFor(logging.DEBUG):
@@ -332,9 +337,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
     ) -> agent_pb2.DeleteTaskResponse:
         call = _Call(context, self._delete)
         try:
-            entry = call.resolve(*_category_of(request))
-            _require_async(entry, "DeleteTask")
-            meta, _ = _decode_meta(entry, request.resource_meta, self._key)
+            entry, meta, _ = self._open_task(call, request, "DeleteTask")
             await call.run("delete", {"resource_meta": meta})
         except BaseException as exc:
             await call.failed(exc)
@@ -347,9 +350,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
     ) -> agent_pb2.GetTaskMetricsResponse:
         call = _Call(context, self._get_metrics)
         try:
-            entry = call.resolve(*_category_of(request))
-            _require_async(entry, "GetTaskMetrics")
-            meta, _ = _decode_meta(entry, request.resource_meta, self._key)
+            entry, meta, _ = self._open_task(call, request, "GetTaskMetrics")
             result = await call.run(
                 "get_metrics",
                 {"resource_meta": meta},
@@ -373,9 +374,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
     ) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
         call = _Call(context, self._get_logs)
         try:
-            entry = call.resolve(*_category_of(request))
-            _require_async(entry, "GetTaskLogs")
-            meta, _ = _decode_meta(entry, request.resource_meta, self._key)
+            entry, meta, _ = self._open_task(call, request, "GetTaskLogs")
             result = await call.run(
                 "get_logs", {"resource_meta": meta}, {"lines": request.lines, "token": request.token}
             )
