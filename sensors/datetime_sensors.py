@@ -106,6 +106,17 @@ def check_config(sensor: str, config: Mapping[str, Any], known: Iterable[str]) -
         )
 
 
+def _input_or_config(sensor: str, name: str, value: Any, config: Mapping[str, Any]) -> tuple[Any, str]:
+    """The input ``name``, else ``sensor_config.<name>`` (the only setting), and where it came from."""
+    check_config(sensor, config, (name,))
+    if value is not None:
+        return value, name
+    value = config.get(name)
+    if value is None:
+        raise InvalidRequestError(f"{sensor}: {name} is missing: give it as an input or in sensor_config.{name}")
+    return value, f"sensor_config.{name}"
+
+
 class DateTimeSensor(BaseSensor):
     """Done once now >= ``target_time`` (input, else ``sensor_config.target_time``)."""
 
@@ -118,15 +129,8 @@ class DateTimeSensor(BaseSensor):
         self._target(target_time)
 
     def _target(self, target_time: datetime.datetime | str | None) -> datetime.datetime:
-        check_config("DateTimeSensor", self.sensor_config, ("target_time",))
-        field = "target_time"
-        if target_time is None:
-            target_time, field = self.sensor_config.get("target_time"), "sensor_config.target_time"
-        if target_time is None:
-            raise InvalidRequestError(
-                "DateTimeSensor: target_time is missing: give it as an input or in sensor_config.target_time"
-            )
-        return parse_datetime(target_time, field, "DateTimeSensor")
+        value, field = _input_or_config("DateTimeSensor", "target_time", target_time, self.sensor_config)
+        return parse_datetime(value, field, "DateTimeSensor")
 
 
 class TimeDeltaSensor(BaseSensor):
@@ -149,15 +153,8 @@ class TimeDeltaSensor(BaseSensor):
         self._delta(delta)
 
     def _delta(self, delta: datetime.timedelta | float | str | None) -> datetime.timedelta:
-        check_config("TimeDeltaSensor", self.sensor_config, ("delta",))
-        field = "delta"
-        if delta is None:
-            delta, field = self.sensor_config.get("delta"), "sensor_config.delta"
-        if delta is None:
-            raise InvalidRequestError(
-                "TimeDeltaSensor: delta is missing: give it as an input or in sensor_config.delta"
-            )
-        wait = parse_duration(delta, field, "TimeDeltaSensor")
+        value, field = _input_or_config("TimeDeltaSensor", "delta", delta, self.sensor_config)
+        wait = parse_duration(value, field, "TimeDeltaSensor")
         if wait < datetime.timedelta(0):
             raise InvalidRequestError(f"TimeDeltaSensor: {field} must not be negative")
         return wait

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -77,12 +77,6 @@ def info_of(resource: agent_pb2.Resource) -> dict[str, Any]:
 def connector_of(svc: Running) -> WebhookConnector:
     (connector,) = [e.connector for e in svc.service.registry.connectors() if isinstance(e.connector, WebhookConnector)]
     return connector
-
-
-@pytest.fixture
-def server() -> Iterator[HttpTestServer]:
-    with HttpTestServer() as running:
-        yield running
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -66,12 +66,6 @@ def sensor_of(svc: Running) -> HttpSensor:
     sensor = svc.service.registry.sensors()["HttpSensor"]
     assert isinstance(sensor, HttpSensor)
     return sensor
-
-
-@pytest.fixture
-def server() -> Iterator[HttpTestServer]:
-    with HttpTestServer() as running:
-        yield running
 
 
 @pytest.fixture
