@@ -17,10 +17,11 @@ from typing import Any
 import grpc
 from flyteidl.service import agent_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from connector_service._grpc_metrics import GrpcServerMetrics, InstrumentedServer, InstrumentedThreadPoolExecutor
+from connector_service._health import HealthServicer
 from connector_service.config import Settings
 from connector_service.metrics import ConnectorMetrics, new_registry
 from connector_service.registry import ConnectorRegistry
@@ -59,6 +60,21 @@ def _release_start_up_memory() -> None:
 
 def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _add_reflection(server: InstrumentedServer) -> None:
+    """Reflection that can describe every served service, measured like the others.
+
+    ``reflection.enable_server_reflection`` picks its async servicer only for a real
+    ``grpc.aio.Server``; handed the measuring wrapper it would register the sync one, which
+    the metrics cannot see. The flyteidl service descriptors live in ``agent_pb2``, which the
+    generated ``agent_pb2_grpc`` never imports: without this import reflection lists the
+    services but cannot describe them (grpcurl's ``describe`` and ``invoke`` then fail).
+    """
+    import flyteidl.service.agent_pb2  # noqa: F401  # registers the service descriptors in the default pool
+
+    names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), server)
 
 
 class ConnectorService:
@@ -126,9 +142,9 @@ class ConnectorService:
         agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
             AgentMetadataServicer(self.registry, self.metrics, settings), measured
         )
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, measured)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), measured)
+        _add_reflection(measured)
         address = _bind_address(settings.host, settings.port)
         credentials = None
         if settings.tls.enabled:

@@ -92,3 +92,87 @@ async def test_metrics_endpoint_has_grpc_server_pool_and_sensor_metrics(tmp_path
     assert "flyte_connector_thread_pool_size 8.0" in body
     assert 'flyte_connector_sensor_pokes_total{outcome="false",sensor="FileSensor"} 1.0' in body
     assert "flyte_connector_inflight_requests" in body
+
+
+def _reflect_and_call(address: str) -> dict[str, object]:
+    """What grpcurl does: learn every service from reflection alone, then call through it.
+
+    A fresh DescriptorPool backed only by the server's reflection answers, so nothing this
+    test process happens to have imported can fill in a descriptor the server did not send.
+    """
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    found: dict[str, object] = {}
+    with grpc.insecure_channel(address) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        pool = descriptor_pool.DescriptorPool(database)
+        found["services"] = sorted(database.get_services())
+        for name in found["services"]:  # type: ignore[attr-defined]
+            service = pool.FindServiceByName(name)
+            found[name] = sorted(m.name for m in service.methods)
+        found["agent.proto"] = pool.FindFileByName("flyteidl/service/agent.proto").name
+
+        def call(service_name: str, method: str, **fields: object) -> object:
+            descriptor = pool.FindServiceByName(service_name).methods_by_name[method]
+            request_cls = message_factory.GetMessageClass(descriptor.input_type)
+            response_cls = message_factory.GetMessageClass(descriptor.output_type)
+            rpc = channel.unary_unary(
+                f"/{service_name}/{method}",
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=response_cls.FromString,
+            )
+            return rpc(request_cls(**fields), timeout=5)
+
+        listed = call("flyteidl.service.AgentMetadataService", "ListAgents")
+        found["agents"] = sorted(agent.name for agent in listed.agents)  # type: ignore[attr-defined]
+        got = call("flyteidl.service.AgentMetadataService", "GetAgent", name="Echo Connector")
+        found["get_agent"] = got.agent.name  # type: ignore[attr-defined]
+        health = call("grpc.health.v1.Health", "Check", service="flyteidl.service.AsyncAgentService")
+        found["health"] = health.status  # type: ignore[attr-defined]
+    return found
+
+
+async def test_reflection_describes_every_service_and_calls_work_through_it() -> None:
+    from tests.utils import serve_process
+
+    async with serve_process() as served:
+        found = await asyncio.to_thread(_reflect_and_call, served.address)
+        served.proc.terminate()
+        log = await served.finish()
+    assert set(SERVICE_NAMES) | {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(
+        found["services"]  # type: ignore[arg-type]
+    )
+    assert found["flyteidl.service.AsyncAgentService"] == [
+        "CreateTask", "DeleteTask", "GetTask", "GetTaskLogs", "GetTaskMetrics",
+    ]  # fmt: skip
+    assert found["flyteidl.service.SyncAgentService"] == ["ExecuteTaskSync"]
+    assert found["flyteidl.service.AgentMetadataService"] == ["GetAgent", "ListAgents"]
+    assert found["agent.proto"] == "flyteidl/service/agent.proto"
+    assert "Echo Connector" in found["agents"]  # type: ignore[operator]
+    assert found["get_agent"] == "Echo Connector"
+    assert found["health"] == SERVING
+    assert "Traceback" not in log
+
+
+async def test_reflection_calls_are_measured() -> None:
+    port = free_port()
+    async with run_service(metrics_port=port, metrics_host="127.0.0.1") as running:
+        stub = reflection_pb2_grpc.ServerReflectionStub(running.channel)
+        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        assert [r async for r in call]
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        )
+    assert (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="ServerReflectionInfo",'
+        'grpc_service="grpc.reflection.v1alpha.ServerReflection",grpc_type="bidi_stream"} 1.0'
+    ) in body
+
+
+async def test_health_list_answers_every_entry(svc: Running, caplog: pytest.LogCaptureFixture) -> None:
+    response = await svc.health_stub.List(health_pb2.HealthListRequest(), timeout=5)
+    statuses = {name: value.status for name, value in response.statuses.items()}
+    for name in ("", *SERVICE_NAMES, "connector/echo_v0", "sensor/FileSensor"):
+        assert statuses.get(name) == SERVING, name
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
