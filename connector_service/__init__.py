@@ -4,6 +4,7 @@ Connector authors need only this module's names (and ``sensors.BaseSensor`` for 
 """
 
 from connector_service._literals import Directory, File, LiteralConversionError
+from connector_service._messages import clip
 from connector_service.clients import SharedClients
 from connector_service.config import Settings
 from connector_service.connector import (
@@ -39,6 +40,7 @@ __all__ = [
     "SharedClients",
     "SyncConnectorBase",
     "TaskCategory",
+    "clip",
     "convert_to_flyte_phase",
     "get_secret",
     "is_terminal_phase",

@@ -29,6 +29,8 @@ from flyteidl.core.interface_pb2 import VariableMap
 from flyteidl.core.literals_pb2 import Literal, LiteralMap
 from flyteidl.core.types_pb2 import BlobType, EnumType, LiteralType, SimpleType
 
+from connector_service._messages import clip
+
 __all__ = [
     "Directory",
     "File",
@@ -145,7 +147,7 @@ def _describe_full(lt: LiteralType | None) -> str:
 
 
 def _mismatch(name: str, lt: LiteralType | None, value: Any, why: str = "") -> LiteralConversionError:
-    msg = f"{name}: expected {_describe(lt)}, got {type(value).__name__} {_short(value)}"
+    msg = f"{clip(name)}: expected {_describe(lt)}, got {type(value).__name__} {_short(value)}"
     return LiteralConversionError(f"{msg} ({why})" if why else msg)
 
 
@@ -198,7 +200,7 @@ def _read_scalar(lit: Literal, lt: LiteralType | None, name: str) -> Any:
                 return msgpack.unpackb(binary.value, raw=False, strict_map_key=False)
             except Exception as exc:
                 raise LiteralConversionError(
-                    f"{name}: cannot decode msgpack binary ({len(binary.value)} bytes): {_short(exc)}"
+                    f"{clip(name)}: cannot decode msgpack binary ({len(binary.value)} bytes): {_short(exc)}"
                 ) from exc
         return bytes(binary.value)
     if kind == "blob":
@@ -216,7 +218,7 @@ def _read_datetime(prim: Any, name: str) -> _dt.datetime:
         return _EPOCH + _dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
     except OverflowError as exc:
         raise LiteralConversionError(
-            f"{name}: timestamp seconds={ts.seconds} is outside Python's datetime range"
+            f"{clip(name)}: timestamp seconds={ts.seconds} is outside Python's datetime range"
         ) from exc
 
 
@@ -229,7 +231,7 @@ def _read_duration(prim: Any, name: str) -> _dt.timedelta:
         return _dt.timedelta(seconds=d.seconds, microseconds=micros)
     except OverflowError as exc:
         raise LiteralConversionError(
-            f"{name}: duration seconds={d.seconds} is outside Python's timedelta range"
+            f"{clip(name)}: duration seconds={d.seconds} is outside Python's timedelta range"
         ) from exc
 
 
@@ -431,7 +433,7 @@ def _fill_struct(struct: Any, mapping: Mapping[Any, Any], name: str) -> None:
     fields = struct.fields
     for k, v in mapping.items():
         if not isinstance(k, str):
-            raise LiteralConversionError(f"{name}: STRUCT keys must be str, got {type(k).__name__} {_short(k)}")
+            raise LiteralConversionError(f"{clip(name)}: STRUCT keys must be str, got {type(k).__name__} {_short(k)}")
         _set_value(fields[k], v, f"{name}[{k!r}]")
 
 
@@ -447,7 +449,7 @@ def _set_value(slot: Any, v: Any, name: str) -> None:
     elif isinstance(v, int):
         if not -_STRUCT_INT_MAX <= v <= _STRUCT_INT_MAX:
             raise LiteralConversionError(
-                f"{name}: int {_short(v)} cannot be stored exactly in a STRUCT (doubles); use a str"
+                f"{clip(name)}: int {_short(v)} cannot be stored exactly in a STRUCT (doubles); use a str"
             )
         slot.number_value = v
     elif isinstance(v, float):
@@ -460,7 +462,9 @@ def _set_value(slot: Any, v: Any, name: str) -> None:
         for i, item in enumerate(v):
             _set_value(lv.values.add(), item, f"{name}[{i}]")
     else:
-        raise LiteralConversionError(f"{name}: STRUCT values must be JSON-like, got {type(v).__name__} {_short(v)}")
+        raise LiteralConversionError(
+            f"{clip(name)}: STRUCT values must be JSON-like, got {type(v).__name__} {_short(v)}"
+        )
 
 
 def _w_unsupported(value: Any, lt: LiteralType, name: str, out: Literal) -> None:
@@ -501,7 +505,7 @@ def _w_map(value: Any, lt: LiteralType, name: str, out: Literal) -> None:
     out.map.SetInParent()
     for k, v in value.items():
         if not isinstance(k, str):
-            raise LiteralConversionError(f"{name}: map keys must be str, got {type(k).__name__} {_short(k)}")
+            raise LiteralConversionError(f"{clip(name)}: map keys must be str, got {type(k).__name__} {_short(k)}")
         _write(v, val_t, f"{name}[{k!r}]", literals[k])
 
 
@@ -641,7 +645,7 @@ def _write_inferred(value: Any, name: str, out: Literal) -> None:
                 break
         else:
             raise LiteralConversionError(
-                f"{name}: cannot convert {type(value).__name__} {_short(value)} without a declared type"
+                f"{clip(name)}: cannot convert {type(value).__name__} {_short(value)} without a declared type"
             )
     writer, lt = entry
     writer(value, lt, name, out)

@@ -14,13 +14,11 @@ import grpc
 
 from connector_service._envelope import ResourceMetaError
 from connector_service._literals import LiteralConversionError
+from connector_service._messages import bound_status_message
 from connector_service.registry import ConnectorNotFoundError, ConnectorUnavailableError
 from connector_service.secrets import SecretNotFoundError
 
 __all__ = ["InvalidRequestError", "NotFoundError", "PreconditionError", "UnavailableError", "Failure", "status_for"]
-
-_MAX_MESSAGE = 1000
-"""grpc-message rides in a trailer; flytekit's full tracebacks there broke clients (flyte#5224)."""
 
 
 class InvalidRequestError(ValueError):
@@ -97,6 +95,5 @@ def status_for(exc: BaseException, operation: str, task: str) -> Failure:
         code, expected = grpc.StatusCode.INTERNAL, False
         detail = str(exc)
         message = f"failed to {operation} {task}: {type(exc).__name__}" + (f": {detail}" if detail else "")
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 3] + "..."
-    return Failure(code=code, message=message, error_code=http_label(code), expected=expected)
+    # grpc-message rides in a trailer: flytekit's full tracebacks there broke clients (flyte#5224).
+    return Failure(code=code, message=bound_status_message(message), error_code=http_label(code), expected=expected)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flyteidl.admin import agent_pb2
 
+from connector_service._messages import clip
 from connector_service.connector import AsyncConnectorBase, ConnectorBase, SyncConnectorBase, TaskCategory
 from connector_service.plugins import PluginSettingsError, configure_plugins
 
@@ -54,7 +55,8 @@ class ConnectorUnavailableError(RuntimeError):
 
 class ConnectorNotFoundError(LookupError):
     def __init__(self, category: TaskCategory) -> None:
-        super().__init__(f"Cannot find connector for task type: {category.name} (version {category.version})")
+        # The name is the request's: shown clipped, so an 11 KB task type cannot outgrow the trailer.
+        super().__init__(f"Cannot find connector for task type: {clip(category.name)} (version {category.version})")
         self.category = category
 
 

@@ -23,6 +23,7 @@ from flyteidl.service import agent_pb2_grpc
 from connector_service import _envelope
 from connector_service._convert import fill_resource, get_task_response
 from connector_service._grpc_metrics import MethodMetrics, failure_code
+from connector_service._messages import clip
 from connector_service.config import OPERATIONS, Settings
 from connector_service.connector import ResourceMeta, is_terminal_phase
 from connector_service.errors import InvalidRequestError, NotFoundError, status_for
@@ -32,6 +33,9 @@ from connector_service.registry import ConnectorRegistry, RegisteredConnector
 __all__ = ["AgentMetadataServicer", "AsyncAgentServicer", "SyncAgentServicer"]
 
 _log = logging.getLogger("connector_service.rpc")
+
+_MAX_EXECUTION_ID = 600
+"""propeller's ids are short (project/domain/name/node/task/retry); a request's may not be."""
 
 _DEADLINE_MARGIN = 0.05
 """Seconds kept back from the caller's deadline so the answer still reaches it."""
@@ -79,7 +83,7 @@ class _Call:
         if self._category is None:
             return "unknown task type"
         name, version = self._category
-        return f"{name} (version {version})"
+        return f"{clip(name)} (version {version})"
 
     def note_size(self, name: str, size: int) -> None:
         """Remember a payload size for the debug log: sizes only, never contents."""
@@ -171,7 +175,7 @@ class _Call:
         }
         task_execution_id = execution_id(self.execution_metadata) if self.execution_metadata is not None else ""
         if task_execution_id:
-            fields["task_execution_id"] = task_execution_id
+            fields["task_execution_id"] = clip(task_execution_id, _MAX_EXECUTION_ID)
         if self.sizes and _log.isEnabledFor(logging.DEBUG):
             fields.update(self.sizes)
         return fields
@@ -520,7 +524,9 @@ def _part(message: agent_pb2.ExecuteTaskSyncRequest | None) -> str:
     if message is None:
         return "end of stream"
     part = message.WhichOneof("part")
-    return f"a {part} message" if part else "an empty message"
+    if not part:
+        return "an empty message"
+    return f"an {part} message" if part[0] in "aeiou" else f"a {part} message"
 
 
 class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer, _SelfMeasured):  # type: ignore[misc]
@@ -537,7 +543,7 @@ class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer, _SelfMe
         try:
             agent = self._registry.agent(request.name)
             if agent is None:
-                raise NotFoundError(f"Cannot find connector for name: {request.name}")
+                raise NotFoundError(f"Cannot find connector for name: {clip(request.name)}")
         except BaseException as exc:
             await call.failed(exc)
             raise

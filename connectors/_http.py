@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from connector_service import CommaList, SharedClients, get_secret
+from connector_service import CommaList, SharedClients, clip, get_secret
 from connector_service.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def safe_url(url: httpx.URL | str) -> str:
     if ":" in host:
         host = f"[{host}]"
     port = f":{u.port}" if u.port is not None else ""
-    return f"{u.scheme}://{host}{port}{u.path}"
+    return clip(f"{u.scheme}://{host}{port}{u.path}")
 
 
 def host_and_port(url: httpx.URL) -> tuple[str, int]:

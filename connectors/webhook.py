@@ -45,6 +45,7 @@ from connector_service import (
     Phase,
     Resource,
     SyncConnectorBase,
+    clip,
     read_custom,
     read_inputs,
 )
@@ -359,17 +360,17 @@ def _render_text(text: str, inputs: Mapping[str, Any], where: str) -> Any:
         kind, name = m.group(1), m.group(2)
         if kind == "secrets":
             raise InvalidRequestError(
-                f"{WHO}: {where}: {{secrets.…}} placeholders are not supported; "
+                f"{WHO}: {clip(where)}: {{secrets.…}} placeholders are not supported; "
                 f"the operator can add secret headers per host (plugins.{KEY}.secret_headers)"
             )
         if not _NAME.fullmatch(name):
             raise InvalidRequestError(
-                f"{WHO}: {where}: only {{inputs.NAME}} placeholders are supported, got {m.group(0)[:60]!r}"
+                f"{WHO}: {clip(where)}: only {{inputs.NAME}} placeholders are supported, got {m.group(0)[:60]!r}"
             )
         if name not in inputs:
             known = ", ".join(sorted(inputs)) or "none"
             raise InvalidRequestError(
-                f"{WHO}: {where} uses {{inputs.{name}}}, not an input of the task (inputs: {known})"
+                f"{WHO}: {clip(where)} uses {{inputs.{clip(name)}}}, not an input of the task (inputs: {known})"
             )
     if len(matches) == 1 and matches[0].group(0) == text:
         return _json_value(inputs[matches[0].group(2)], f"{where} ({{inputs.{matches[0].group(2)}}})")
@@ -392,7 +393,9 @@ def _json_value(value: Any, where: str) -> Any:
         return [_json_value(v, where) for v in value]
     if isinstance(value, dict):
         return {str(k): _json_value(v, where) for k, v in value.items()}
-    raise InvalidRequestError(f"{WHO}: {where}: an input of kind {type(value).__name__} cannot be put in a request")
+    raise InvalidRequestError(
+        f"{WHO}: {clip(where)}: an input of kind {type(value).__name__} cannot be put in a request"
+    )
 
 
 def _text(value: Any) -> str:

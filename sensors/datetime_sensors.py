@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from connector_service import clip
 from connector_service.errors import InvalidRequestError
 from sensors.base import BaseSensor
 
@@ -68,7 +69,7 @@ def parse_duration(value: Any, field: str, sensor: str) -> datetime.timedelta:
         try:
             delta = datetime.timedelta(seconds=value)
         except (OverflowError, ValueError):
-            raise InvalidRequestError(f"{sensor}: {field} is out of range: {value!r} seconds") from None
+            raise InvalidRequestError(f"{sensor}: {field} is out of range: {clip(repr(value))} seconds") from None
     elif isinstance(value, str):
         delta = _iso_duration(value.strip(), field, sensor)
     else:
@@ -102,7 +103,7 @@ def check_config(sensor: str, config: Mapping[str, Any], known: Iterable[str]) -
     unknown = sorted(str(key) for key in config if key not in allowed)
     if unknown:
         raise InvalidRequestError(
-            f"{sensor}: sensor_config.{unknown[0]} is not a setting (settings: {', '.join(allowed)})"
+            f"{sensor}: sensor_config.{clip(unknown[0])} is not a setting (settings: {', '.join(allowed)})"
         )
 
 

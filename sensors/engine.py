@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from flyteidl.admin import agent_pb2
 from flyteidl.core import literals_pb2, tasks_pb2
 
+from connector_service import clip
 from connector_service._literals import literal_map_to_python
 from connector_service.connector import AsyncConnectorBase, Phase, Resource, ResourceMeta, read_custom
 from connector_service.errors import InvalidRequestError, NotFoundError
@@ -65,7 +66,7 @@ class SensorEngine(AsyncConnectorBase):
         if sensor is None:
             known = ", ".join(sorted(self._registry.sensors())) or "none"
             where = f"{module}.{name}" if module else name
-            raise NotFoundError(f"sensor {where!r} is not registered in this service (registered: {known})")
+            raise NotFoundError(f"sensor {clip(where)!r} is not registered in this service (registered: {known})")
         broken = self._registry.sensor_unavailable(sensor.sensor_name)
         if broken is not None:
             raise ConnectorUnavailableError(f"sensor {sensor.sensor_name} is unavailable: its set-up failed ({broken})")
@@ -87,7 +88,9 @@ class SensorEngine(AsyncConnectorBase):
         sensor = self._sensor(module if isinstance(module, str) else None, name)
         config = custom.get("sensor_config")
         if config is not None and not isinstance(config, dict):
-            raise InvalidRequestError(f"sensor {name!r}: sensor_config must be an object, got {type(config).__name__}")
+            raise InvalidRequestError(
+                f"sensor {clip(name)!r}: sensor_config must be an object, got {type(config).__name__}"
+            )
         literal_inputs = inputs if inputs is not None and inputs.literals else None
         # Check the inputs against poke's signature now, so a wrong task fails at create
         # with a clear message rather than on every poll.
@@ -205,6 +208,6 @@ def _check_signature(sensor: BaseSensor, inputs: dict[str, Any]) -> None:
     try:
         inspect.signature(sensor.poke).bind(**inputs)
     except TypeError as exc:
-        raise InvalidRequestError(f"sensor {sensor.sensor_name}: inputs do not match poke(): {exc}") from None
+        raise InvalidRequestError(f"sensor {sensor.sensor_name}: inputs do not match poke(): {clip(exc)}") from None
     except ValueError:
         return

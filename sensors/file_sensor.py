@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connector_service import clip
 from connector_service.errors import InvalidRequestError, UnavailableError
 from connector_service.plugins import CommaList
 from sensors.base import BaseSensor
@@ -78,7 +79,8 @@ class FileSensor(BaseSensor):
         scheme, sep, _ = str(path).partition("://")
         if sep and scheme not in self.protocols:
             raise InvalidRequestError(
-                f"FileSensor: {scheme}:// paths are not allowed here (allowed: {', '.join(sorted(self.protocols))})"
+                f"FileSensor: {clip(scheme)}:// paths are not allowed here "
+                f"(allowed: {', '.join(sorted(self.protocols))})"
             )
         return scheme if sep else ""
 
@@ -96,7 +98,7 @@ class FileSensor(BaseSensor):
             import fsspec
         except ImportError:
             raise RuntimeError(
-                f"FileSensor: {scheme}:// paths need fsspec and its {scheme} backend installed "
+                f"FileSensor: {clip(scheme)}:// paths need fsspec and its {clip(scheme)} backend installed "
                 "(pip install 'flyte-connector-service[fsspec]' s3fs)"
             ) from None
         options: dict[str, Any] = dict(self.storage_options)
@@ -111,7 +113,9 @@ class FileSensor(BaseSensor):
             return bool(fs.exists(fs_path))
         except Exception as exc:
             if _is_unreachable(exc):
-                raise UnavailableError(f"FileSensor: cannot reach the store for {scheme}:// paths: {exc}") from None
+                raise UnavailableError(
+                    f"FileSensor: cannot reach the store for {clip(scheme)}:// paths: {clip(exc)}"
+                ) from None
             raise
 
 

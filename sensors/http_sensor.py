@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from connector_service import clip
 from connector_service.errors import InvalidRequestError, UnavailableError
 from connectors._http import (
     HostRule,
@@ -72,7 +73,7 @@ class _Config:
         unknown = sorted(set(config) - set(_CONFIG_KEYS))
         if unknown:
             raise InvalidRequestError(
-                f"{WHO}: sensor_config.{unknown[0]} is not a setting (settings: {', '.join(_CONFIG_KEYS)})"
+                f"{WHO}: sensor_config.{clip(unknown[0])} is not a setting (settings: {', '.join(_CONFIG_KEYS)})"
             )
         url = config.get("url")
         if url is not None and not isinstance(url, str):

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from connector_service import clip
 from connector_service.clients import SharedClients
 from connector_service.errors import InvalidRequestError, PreconditionError, UnavailableError
 from connector_service.secrets import SecretNotFoundError, get_secret
@@ -224,7 +225,7 @@ class SqlSensor(BaseSensor):
         connection: SqlConnection | None = self.settings.connections.get(name)
         if connection is None:
             raise InvalidRequestError(
-                f"SqlSensor: connection {name!r} is not configured (configured: "
+                f"SqlSensor: connection {clip(name)!r} is not configured (configured: "
                 f"{_configured(self.settings.connections)})"
             )
         return connection
@@ -235,7 +236,7 @@ class SqlSensor(BaseSensor):
         unknown = sorted(str(key) for key in config if key not in _CONFIG_KEYS)
         if unknown:
             raise InvalidRequestError(
-                f"SqlSensor: sensor_config.{unknown[0]} is not a setting (settings: {', '.join(_CONFIG_KEYS)})"
+                f"SqlSensor: sensor_config.{clip(unknown[0])} is not a setting (settings: {', '.join(_CONFIG_KEYS)})"
             )
         name = config.get("connection")
         if not isinstance(name, str) or not name:
@@ -291,7 +292,7 @@ class SqlSensor(BaseSensor):
     ) -> Any:
         if isinstance(params, Mapping):
             raise InvalidRequestError(
-                f"SqlSensor: connection {name!r} is PostgreSQL, whose queries take positional parameters "
+                f"SqlSensor: connection {clip(name)!r} is PostgreSQL, whose queries take positional parameters "
                 "($1, $2, ...): pass parameters as a list, not a mapping"
             )
         # Two attempts: a pooled session may have died since the last poll (a database restart);
@@ -394,7 +395,7 @@ def _postgres_error(name: str, connection: SqlConnection, exc: Exception) -> Exc
     """Map an asyncpg failure to what the caller should see; messages never carry secrets."""
     import asyncpg
 
-    where = f"SqlSensor: connection {name!r}"
+    where = f"SqlSensor: connection {clip(name)!r}"
     if isinstance(exc, SecretNotFoundError | PreconditionError | InvalidRequestError | UnavailableError):
         return exc
     if isinstance(exc, TimeoutError):

@@ -282,7 +282,7 @@ def _inputs() -> agent_pb2.ExecuteTaskSyncRequest:
 @pytest.mark.parametrize(
     ("messages", "expected"),
     [
-        (lambda t: [_inputs()], "expected the first message to be a header"),
+        (lambda t: [_inputs()], "expected the first message to be a header (template, output_prefix), got an inputs"),
         (lambda t: [], "got end of stream"),
         (lambda t: [_header(t)], "expected an inputs message after the header, got end of stream"),
         (
