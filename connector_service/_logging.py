@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
-import time
+from typing import TextIO
+
+from connector_service._access_log import IsoTime, StreamAccessLog
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -16,20 +17,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second = -1
-        self._prefix = ""
-
-    def _time(self, created: float) -> str:
-        # Same text as datetime.isoformat(timespec="milliseconds") in UTC; the date and time
-        # of day are formatted once per second, not once per line.
-        fraction, whole = math.modf(created)  # split and rounded as datetime.fromtimestamp does
-        second, micro = int(whole), round(fraction * 1e6)
-        if micro >= 1_000_000:
-            second, micro = second + 1, micro - 1_000_000
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{micro // 1000:03d}+00:00"
+        self._time = IsoTime()
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
@@ -58,12 +46,27 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def configure(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+class _OrderedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes a record after the access lines buffered before it, so the log keeps its order."""
+
+    def __init__(self, stream: TextIO, access_log: StreamAccessLog) -> None:
+        super().__init__(stream)
+        self._access_log = access_log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._access_log.flush_before_record()
+        super().emit(record)
+
+
+def configure(level: str, fmt: str) -> StreamAccessLog:
+    """Set up the process's logging; returns the access log that writes to the same stream."""
+    stream = sys.stderr
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    access_log = StreamAccessLog(stream, fmt)
+    handler = _OrderedHandler(stream, access_log)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root.handlers[:] = [handler]
     # No formatter here prints thread or process names; not collecting them saves a little on
     # every record, and the access log writes one per call.
     logging.logThreads = False
@@ -71,3 +74,4 @@ def configure(level: str, fmt: str) -> None:
     logging.logMultiprocessing = False
     # grpc's own logger is chatty at debug; keep it at warning unless asked.
     logging.getLogger("grpc").setLevel(max(logging.WARNING, root.level))
+    return access_log

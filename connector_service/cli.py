@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from connector_service import _logging
+from connector_service._access_log import StreamAccessLog
 from connector_service.config import Settings, SettingsError
 from connector_service.registry import ConnectorRegistry, RegistryError
 from connector_service.server import ConnectorService, StartupError
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    _logging.configure(settings.log_level, settings.log_format)
+    access_log = _logging.configure(settings.log_level, settings.log_format)
     if settings.secrets_dir:
         # get_secret() is a free function connectors call; the environment is how it learns
         # the configured directory without a global in this package.
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from connector_service.supervisor import supervise
 
         return supervise(settings, rest)
-    return _run(settings, registry)
+    return _run(settings, registry, access_log)
 
 
 SUPERVISOR_PID_ENV = "CONNECTOR_SUPERVISOR_PID"
@@ -102,7 +103,7 @@ def describe(registry: ConnectorRegistry) -> str:
     return "\n".join(lines)
 
 
-def _run(settings: Settings, registry: ConnectorRegistry) -> int:
+def _run(settings: Settings, registry: ConnectorRegistry, access_log: StreamAccessLog) -> int:
     use_uvloop = settings.loop in ("auto", "uvloop")
     if use_uvloop:
         try:
@@ -112,12 +113,12 @@ def _run(settings: Settings, registry: ConnectorRegistry) -> int:
                 print("connector-service serve: --loop uvloop but uvloop is not installed", file=sys.stderr)
                 return 2
         else:
-            return uvloop.run(_serve(settings, registry))
-    return asyncio.run(_serve(settings, registry))
+            return uvloop.run(_serve(settings, registry, access_log))
+    return asyncio.run(_serve(settings, registry, access_log))
 
 
-async def _serve(settings: Settings, registry: ConnectorRegistry) -> int:
-    service = ConnectorService(settings, registry)
+async def _serve(settings: Settings, registry: ConnectorRegistry, access_log: StreamAccessLog) -> int:
+    service = ConnectorService(settings, registry, access_log=access_log)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     first_signal_at: float | None = None
@@ -149,4 +150,5 @@ async def _serve(settings: Settings, registry: ConnectorRegistry) -> int:
     if watchdog is not None:
         watchdog.cancel()
     await service.stop()
+    access_log.flush()
     return 0

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
+from connector_service._access_log import AccessLog
 from connector_service._grpc_metrics import GrpcServerMetrics, InstrumentedServer, InstrumentedThreadPoolExecutor
 from connector_service._health import HealthServicer
 from connector_service.config import Settings
@@ -86,8 +87,11 @@ class ConnectorService:
         registry: ConnectorRegistry,
         *,
         metrics_registry: CollectorRegistry | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.settings = settings
+        self.access_log = access_log
+        """Where call lines go; None: records of the ``connector_service.rpc`` logger (embedding)."""
         self.registry = registry
         self.metrics_registry = metrics_registry if metrics_registry is not None else new_registry()
         self.metrics = ConnectorMetrics(self.metrics_registry)
@@ -134,13 +138,13 @@ class ConnectorService:
         # Every service is registered through this wrapper, which measures each handler.
         measured = InstrumentedServer(server, self.grpc_metrics)
         agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
-            AsyncAgentServicer(self.registry, self.metrics, settings), measured
+            AsyncAgentServicer(self.registry, self.metrics, settings, self.access_log), measured
         )
         agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(
-            SyncAgentServicer(self.registry, self.metrics, settings), measured
+            SyncAgentServicer(self.registry, self.metrics, settings, self.access_log), measured
         )
         agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
-            AgentMetadataServicer(self.registry, self.metrics, settings), measured
+            AgentMetadataServicer(self.registry, self.metrics, settings, self.access_log), measured
         )
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, measured)

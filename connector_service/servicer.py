@@ -21,6 +21,7 @@ from flyteidl.core import literals_pb2
 from flyteidl.service import agent_pb2_grpc
 
 from connector_service import _envelope
+from connector_service._access_log import ACCESS_LOGGER, AccessLog, LoggingAccessLog
 from connector_service._convert import fill_resource, get_task_response
 from connector_service._grpc_metrics import MethodMetrics, failure_code
 from connector_service._messages import clip
@@ -32,7 +33,7 @@ from connector_service.registry import ConnectorRegistry, RegisteredConnector
 
 __all__ = ["AgentMetadataServicer", "AsyncAgentServicer", "SyncAgentServicer"]
 
-_log = logging.getLogger("connector_service.rpc")
+_log = logging.getLogger(ACCESS_LOGGER)
 
 _MAX_EXECUTION_ID = 600
 """propeller's ids are short (project/domain/name/node/task/retry); a request's may not be."""
@@ -125,9 +126,12 @@ class _Call:
         op = self._op
         if op.grpc is not None:
             op.grpc.end_ok(elapsed)
-        op.svc.metrics.observe_success(self.task_type, op.name, elapsed)
-        if op.svc.access_log:
-            _log.info("%s %s OK %.1fms", op.name, self.task_label, elapsed * 1000, extra=self._fields(elapsed, "OK"))
+        svc = op.svc
+        svc.metrics.observe_success(self.task_type, op.name, elapsed)
+        if svc.log_ok:
+            svc.access_log.line(
+                logging.INFO, f"{op.name} {self.task_label} OK {elapsed * 1000:.1f}ms", self._fields(elapsed, "OK")
+            )
 
     async def failed(self, exc: BaseException) -> None:
         """Record ``exc`` and answer it with its gRPC status (``abort`` raises).
@@ -141,11 +145,12 @@ class _Call:
             # Cancellation (the caller went away, or its deadline passed), or an abort already issued.
             if op.grpc is not None:
                 op.grpc.end(failure_code(exc, self._context), elapsed)
-            if isinstance(exc, asyncio.CancelledError | GeneratorExit) and op.svc.access_log:
-                _log.info(
-                    "%s %s CANCELLED %.1fms", op.name, self.task_label, elapsed * 1000,
-                    extra=self._fields(elapsed, "CANCELLED"),
-                )  # fmt: skip
+            if isinstance(exc, asyncio.CancelledError | GeneratorExit) and op.svc.log_ok:
+                op.svc.access_log.line(
+                    logging.INFO,
+                    f"{op.name} {self.task_label} CANCELLED {elapsed * 1000:.1f}ms",
+                    self._fields(elapsed, "CANCELLED"),
+                )
             return
         failure = status_for(exc, op.name, self.task_label)
         if op.grpc is not None:
@@ -153,14 +158,11 @@ class _Call:
         op.svc.metrics.observe_failure(self.task_type, op.name, failure.error_code, elapsed)
         fields = self._fields(elapsed, failure.code.name)
         if failure.expected:
-            _log.info(
-                "%s %s %s %.1fms: %s",
-                op.name,
-                self.task_label,
-                failure.code.name,
-                elapsed * 1000,
-                failure.message,
-                extra=fields,
+            # Logged with the access log off too: a failed call is always worth a line.
+            op.svc.access_log.line(
+                logging.INFO,
+                f"{op.name} {self.task_label} {failure.code.name} {elapsed * 1000:.1f}ms: {failure.message}",
+                fields,
             )
         else:
             _log.error("%s %s failed", op.name, self.task_label, exc_info=exc, extra=fields)
@@ -189,13 +191,17 @@ async def _bounded(awaitable: Awaitable[Any], budget: float) -> Any:
 class _Shared:
     """What every call needs, built once from the settings."""
 
-    __slots__ = ("registry", "metrics", "caps", "access_log", "key")
+    __slots__ = ("registry", "metrics", "caps", "access_log", "log_ok", "key")
 
-    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
+    def __init__(
+        self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings, access_log: AccessLog | None
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.caps = {op: settings.operation_timeout(op) for op in (*OPERATIONS, "get_agent")}
-        self.access_log = settings.access_log
+        self.access_log = access_log if access_log is not None else LoggingAccessLog()
+        self.log_ok = settings.access_log
+        """Log successful calls too (``--access-log``); failures are always logged."""
         self.key = settings.signing_key
 
 
@@ -261,8 +267,14 @@ def _decode_meta(entry: RegisteredConnector, data: bytes, key: bytes | None) -> 
 
 
 class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured):  # type: ignore[misc]
-    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
-        svc = _Shared(registry, metrics, settings)
+    def __init__(
+        self,
+        registry: ConnectorRegistry,
+        metrics: ConnectorMetrics,
+        settings: Settings,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        svc = _Shared(registry, metrics, settings, access_log)
         self._key = svc.key
         self._metrics = metrics
         self._create = _Op("create", svc)
@@ -441,9 +453,15 @@ def _log_item(item: Any, connector: str) -> agent_pb2.GetTaskLogsResponse:
 
 
 class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer, _SelfMeasured):  # type: ignore[misc]
-    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: ConnectorRegistry,
+        metrics: ConnectorMetrics,
+        settings: Settings,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self._metrics = metrics
-        self._do = _Op("do", _Shared(registry, metrics, settings))
+        self._do = _Op("do", _Shared(registry, metrics, settings, access_log))
         self._ops = {"ExecuteTaskSync": self._do}
 
     async def ExecuteTaskSync(
@@ -530,8 +548,14 @@ def _part(message: agent_pb2.ExecuteTaskSyncRequest | None) -> str:
 
 
 class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer, _SelfMeasured):  # type: ignore[misc]
-    def __init__(self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings) -> None:
-        self._get_agent = _Op("get_agent", _Shared(registry, metrics, settings))
+    def __init__(
+        self,
+        registry: ConnectorRegistry,
+        metrics: ConnectorMetrics,
+        settings: Settings,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self._get_agent = _Op("get_agent", _Shared(registry, metrics, settings, access_log))
         self._ops = {"GetAgent": self._get_agent}
         self._registry = registry
         self._list = agent_pb2.ListAgentsResponse(agents=registry.agents())

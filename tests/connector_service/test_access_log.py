@@ -1,0 +1,102 @@
+"""The access log written straight to the stream: same lines as through logging, in order, none lost."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import signal
+
+import grpc
+import pytest
+from flyteidl.admin import agent_pb2
+from flyteidl.service import agent_pb2_grpc
+
+from connector_service._access_log import StreamAccessLog
+from connector_service._logging import JsonFormatter, TextFormatter
+from connector_service.testing import task_template
+from tests.utils import SAMPLES, serve_process
+
+FIELDS = {
+    "operation": "get",
+    "task_type": "job",
+    "grpc_code": "OK",
+    "duration_ms": 0.123,
+    "task_execution_id": "p/d/exé/n0/t/1",
+}
+_TEXT_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_a_line_is_what_the_logging_formatter_writes_for_the_same_record(
+    fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="connector_service.rpc")
+    record = logging.LogRecord(
+        "connector_service.rpc", logging.INFO, __file__, 1, "get job (version 0) OK 0.1ms", None, None
+    )
+    record.__dict__.update(FIELDS)
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    expected = formatter.format(record)
+
+    stream = io.StringIO()
+    access_log = StreamAccessLog(stream, fmt)
+    access_log.line(logging.INFO, "get job (version 0) OK 0.1ms", dict(FIELDS))
+    assert stream.getvalue() == ""  # batched until the loop comes round
+    await asyncio.sleep(0)
+    written = stream.getvalue()
+    assert written.endswith("\n") and written.count("\n") == 1
+    if fmt == "json":
+        ours, theirs = json.loads(written), json.loads(expected)
+        assert ours.pop("time")[:16] == theirs.pop("time")[:16]
+        assert ours == theirs
+        assert list(json.loads(written)) == list(json.loads(expected))  # same key order
+    else:
+        assert _TEXT_TIME.match(written) and _TEXT_TIME.match(expected)
+        assert _TEXT_TIME.sub("", written) == _TEXT_TIME.sub("", expected) + "\n"
+
+
+async def test_lines_below_the_level_are_not_written() -> None:
+    logger = logging.getLogger("connector_service.rpc")
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        stream = io.StringIO()
+        access_log = StreamAccessLog(stream, "json")
+        access_log.line(logging.INFO, "get OK", {})
+        await asyncio.sleep(0)
+        assert stream.getvalue() == ""
+    finally:
+        logger.setLevel(previous)
+
+
+async def test_every_call_is_logged_once_and_in_order_with_the_other_records() -> None:
+    """Over the wire, on the default loop: 400 concurrent calls give 400 lines; a failure's
+    traceback (through logging) sits between the calls before and after it."""
+    args = ("--connector", SAMPLES, "--shutdown-delay", "0", "--log-format", "json")
+    async with serve_process(*args) as served:
+        assert served.proc.stderr is not None
+        # Read the log as it comes: a full pipe would block the server's writes.
+        log = asyncio.ensure_future(asyncio.to_thread(served.proc.stderr.read))
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+            request = agent_pb2.CreateTaskRequest(template=task_template("job"))
+            await stub.CreateTask(request, timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.CreateTask(agent_pb2.CreateTaskRequest(template=task_template("failing")), timeout=5)
+            await stub.CreateTask(request, timeout=5)
+            await asyncio.gather(*(stub.CreateTask(request, timeout=10) for _ in range(400)))
+        served.proc.send_signal(signal.SIGTERM)
+        stderr = await log
+        await served.finish()
+    records = [json.loads(line) for line in stderr.splitlines()]
+    calls = [r for r in records if r.get("operation") == "create"]
+    assert len([c for c in calls if c["grpc_code"] == "OK"]) == 402
+    messages = [r["message"] for r in records]
+    failed = next(i for i, m in enumerate(messages) if m.startswith("create failing (version 0) failed"))
+    assert messages[failed - 1].startswith("create job (version 0) OK")
+    assert "exception" in records[failed] and "the job API said no" in records[failed]["exception"]
+    assert records[failed + 1]["message"].startswith("create job (version 0) OK")
+    assert messages[-1] == "stopped"
