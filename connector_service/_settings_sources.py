@@ -9,6 +9,7 @@ that set nothing, which pydantic-settings ignores without a word.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,18 +77,22 @@ class Origins:
         config_path: str | None = None,
         config_node: Any = None,
     ) -> None:
-        self._cli: dict[Loc, str] = {}
-        for arg in cli_args:
+        # Path -> (the flag or variable to name, its value).
+        self._cli: dict[Loc, tuple[str, str | None]] = {}
+        args = list(cli_args)
+        for i, arg in enumerate(args):
             if arg.startswith("--"):
-                flag = arg.split("=", 1)[0]
+                flag, has_value, value = arg.partition("=")
                 name = flag[2:].removeprefix("no-") if flag.startswith("--no-") else flag[2:]
-                self._cli[_normalise(tuple(name.replace("-", "_").split(".")))] = flag
-        self._env: dict[Loc, str] = {}
-        for key in environ:
+                following = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else None
+                path = _normalise(tuple(name.replace("-", "_").split(".")))
+                self._cli[path] = (flag, value if has_value else following)
+        self._env: dict[Loc, tuple[str, str | None]] = {}
+        for key, value in environ.items():
             upper = key.upper()
             if upper.startswith(ENV_PREFIX) and upper not in INTERNAL_ENV:
                 path = tuple(upper.removeprefix(ENV_PREFIX).lower().split("__"))
-                self._env[_normalise(path)] = key
+                self._env[_normalise(path)] = (key, value)
         self._config_path = config_path
         self._config_node = config_node
         self._default_env: dict[Loc, str] = {(name,): env for name, env in _DEFAULT_ENV.items() if env in environ}
@@ -100,10 +105,14 @@ class Origins:
             return None
         found: list[str] = []
         for source in (self._cli, self._env):
-            exact = [origin for path, origin in source.items() if loc[: len(path)] == path]
-            if exact:
-                return exact[0]
-            found += [origin for path, origin in sorted(source.items(), key=str) if path[: len(loc)] == loc]
+            covering = [
+                origin
+                for path, (origin, value) in source.items()
+                if loc[: len(path)] == path and _json_has(value, loc[len(path) :])
+            ]
+            if covering:
+                return covering[0]
+            found += [origin for path, (origin, _) in sorted(source.items()) if path[: len(loc)] == loc]
         line = self._config_line(loc)
         if line is not None:
             if not found:
@@ -127,6 +136,27 @@ class Origins:
             else:
                 return line
         return line
+
+
+def _json_has(value: str | None, rest: Loc) -> bool:
+    """Whether a JSON value given for a mapping (``--plugins '{...}'``) sets the path below it;
+    a value that is no JSON container (``a,b``) sets whatever is below it."""
+    try:
+        data = json.loads(value) if value and rest else None
+    except ValueError:
+        return True
+    for part in rest:
+        if isinstance(data, dict):
+            if str(part) not in data:
+                return False
+            data = data[str(part)]
+        elif isinstance(data, list) and isinstance(part, int):
+            if part >= len(data):
+                return False
+            data = data[part]
+        else:
+            break
+    return True
 
 
 def _same_key(key: Any, part: str | int) -> bool:

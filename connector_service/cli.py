@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.app_dir:
         sys.path.insert(0, os.path.abspath(settings.app_dir))
     try:
-        registry = ConnectorRegistry.from_settings(settings)
+        registry = ConnectorRegistry.from_settings(settings, origin=Settings.origins(rest).of)
     except RegistryError as exc:
         print(f"connector-service {command}: {exc}", file=sys.stderr)
         return 2

@@ -233,6 +233,17 @@ class Settings(BaseSettings):
             sources += (YamlConfigSettingsSource(settings_cls),)
         return sources
 
+    @staticmethod
+    def origins(cli_args: Sequence[str] = ()) -> Origins:
+        """Where each value ``load(cli_args)`` read came from, for errors found after loading
+        (``plugins.*`` is validated by each plugin): ``origins(args).of(("plugins", "webhook"))``."""
+        config_file = _config_file(cli_args)
+        try:
+            node = read_config_file(config_file) if config_file else None
+        except (ConfigFileError, ImportError):
+            node = None  # load() has reported it
+        return Origins(cli_args, os.environ, config_file, node)
+
     @classmethod
     def load(cls, cli_args: Sequence[str] = (), *, command: str = "serve", **overrides: Any) -> Settings:
         """Build settings from CLI args (highest precedence), env vars, the config file and defaults.

@@ -102,6 +102,24 @@ def test_a_malformed_config_file_is_one_line_and_exit_2(tmp_path: Path, text: st
     assert re.match(rf"connector-service serve: config file {re.escape(str(config))}:\d+: ", result.stderr)
 
 
+def test_plugin_settings_errors_name_the_variable_or_the_file_line(tmp_path: Path) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text("plugins:\n  webhook:\n    allowed_hosts: [hooks.example.com]\n    secret_header: {}\n")
+    env = {**ENV, "CONNECTOR_PLUGINS__HTTP_SENSOR__ALLOWED_SCHEMES": "ftp"}
+    result = run_cli("list", "--config-file", str(config), env=env)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert any(
+        line.startswith("  plugins.webhook.secret_header: not a setting") and line.endswith(f"(from {config}:4)")
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("  plugins.http_sensor.allowed_schemes:")
+        and line.endswith("(from CONNECTOR_PLUGINS__HTTP_SENSOR__ALLOWED_SCHEMES)")
+        for line in lines
+    ), lines
+
+
 def test_a_misspelt_variable_is_a_warning_naming_it_and_the_setting() -> None:
     result = run_cli("list", "--no-entry-points", env={**ENV, "CONNECTOR_PROT": "8001"})
     assert result.returncode == 0, result.stderr

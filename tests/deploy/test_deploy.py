@@ -246,7 +246,8 @@ def _start_as_the_pod(docs: tuple[dict[str, Any], ...], env: pytest.MonkeyPatch,
     """What the daemon checks before serving: the settings, then every plugins.<key> against the
     plugin that takes it (the bundled catalogue, as the image installs it)."""
     settings = _effective_settings(docs, env, tmp_path)
-    ConnectorRegistry.from_settings(settings)
+    args = list(_container(_only(docs, "Deployment")).get("args", []))
+    ConnectorRegistry.from_settings(settings, origin=Settings.origins(args).of)
     return settings
 
 
@@ -358,7 +359,10 @@ def _broken_indentation(text: str) -> str:
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
-        (lambda text: text.replace("    secret_headers: {}", "    secret_header: {}"), "plugins.webhook.secret_header"),
+        (
+            lambda text: text.replace("    secret_headers: {}", "    secret_header: {}"),
+            r"plugins\.webhook\.secret_header: .*\(from .*config\.yaml:\d+\)",
+        ),
         (lambda text: text + "log_levle: debug\n", r"log-levle: Extra inputs are not permitted.*config\.yaml:\d+"),
         (_broken_indentation, r"config file .*config\.yaml:\d+: "),
     ],
