@@ -309,9 +309,10 @@ _DESCRIPTIONS = {
 
 def _source_named(message: str, origins: Origins) -> str:
     """pydantic-settings names a source class ("EnvSettingsSource"); name the variable instead."""
-    match = re.fullmatch(r'error parsing value for field "(\w+)" from source "(\w+)"', message.splitlines()[0])
+    first = (message.splitlines() or [""])[0]
+    match = re.fullmatch(r'error parsing value for field "(\w+)" from source "(\w+)"', first)
     if match is None:
-        return message.splitlines()[0][:300]
+        return first[:300]
     origin = origins.of((match.group(1),))
     return f"{match.group(1).replace('_', '-')}: not valid JSON" + (f" (from {origin})" if origin else "")
 
