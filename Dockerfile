@@ -15,7 +15,12 @@
 #
 # Both stages must use the same Python minor version and the same /usr/local prefix (the venv's
 # interpreter is a symlink to /usr/local/bin/python3.X); the official python images do.
-# See deploy/README.md for the `FROM flyte-connector-service` + `pip install` pattern.
+#
+# No image is published: build, tag and push your own (REGISTRY is yours), then point
+# deploy/base at it. deploy/README.md shows this and the `FROM REGISTRY/flyte-connector-service`
+# + `pip install` pattern for connectors packaged separately:
+#
+#   docker build -t REGISTRY/flyte-connector-service:0.1.0 . && docker push REGISTRY/flyte-connector-service:0.1.0
 
 ARG PYTHON_VERSION=3.11
 ARG BUILDER_IMAGE=python:${PYTHON_VERSION}-slim-bookworm

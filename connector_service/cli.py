@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from connector_service import _logging
 from connector_service._access_log import StreamAccessLog
+from connector_service._settings_sources import unknown_env_vars
 from connector_service.config import Settings, SettingsError
 from connector_service.registry import ConnectorRegistry, RegistryError
 from connector_service.server import ConnectorService, StartupError
@@ -27,6 +28,7 @@ _DUPLICATE_SIGNAL_WINDOW = 0.5
 """Seconds within which a repeated signal is taken as a duplicate rather than a second request."""
 
 _USAGE = """usage: connector-service {serve,list} [options]
+       connector-service --version
 
   serve   start the gRPC daemon (see: connector-service serve --help)
   list    print the connectors and sensors that serve would register (same options)
@@ -38,18 +40,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(_USAGE, end="")
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"connector-service {_version()}")
+        return 0
     command, rest = args[0], args[1:]
     if command not in ("serve", "list"):
         print(f"connector-service: unknown command {command!r}\n{_USAGE}", file=sys.stderr, end="")
         return 2
+    # A --workers process gets the supervisor's environment: the supervisor has warned already.
+    typos = [] if SUPERVISOR_PID_ENV in os.environ else unknown_env_vars(Settings, os.environ)
     try:
-        settings = Settings.load(rest)
+        settings = Settings.load(rest, command=command)
     except SettingsError as exc:
         print(f"connector-service {command}: {exc}", file=sys.stderr)
+        for typo in typos:
+            print(f"connector-service {command}: warning: {typo}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     access_log = _logging.configure(settings.log_level, settings.log_format)
+    for typo in typos:
+        _log.warning("%s", typo)
     if settings.secrets_dir:
         # get_secret() is a free function connectors call; the environment is how it learns
         # the configured directory without a global in this package.
@@ -57,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.app_dir:
         sys.path.insert(0, os.path.abspath(settings.app_dir))
     try:
-        registry = ConnectorRegistry.from_settings(settings)
+        registry = ConnectorRegistry.from_settings(settings, origin=Settings.origins(rest).of)
     except RegistryError as exc:
         print(f"connector-service {command}: {exc}", file=sys.stderr)
         return 2
@@ -81,6 +92,15 @@ async def _watch_parent(supervisor_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
     _log.warning("supervisor (pid %d) is gone: shutting down", supervisor_pid)
     stop.set()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flyte-connector-service")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def describe(registry: ConnectorRegistry) -> str:
@@ -151,4 +171,8 @@ async def _serve(settings: Settings, registry: ConnectorRegistry, access_log: St
         watchdog.cancel()
     await service.stop()
     access_log.flush()
+    if supervisor and os.getppid() != int(supervisor):
+        from connector_service.supervisor import release_metrics_dir
+
+        release_metrics_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from connector_service._settings_sources import ConfigFileError, Origins, read_config_file
 
 __all__ = ["OPERATIONS", "Settings", "SettingsError", "TLSSettings"]
 
@@ -86,7 +89,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("connector", "connectors"),
         description=(
             "MODULE:ATTR of a connector instance, a sensor class or instance, or a list of these. Repeatable; "
-            "env CONNECTOR_CONNECTORS takes a JSON list."
+            "env CONNECTOR_CONNECTORS takes a JSON list or commas (a:b,c:d)."
         ),
     )
     app_dir: str = Field(
@@ -101,7 +104,7 @@ class Settings(BaseSettings):
         default_factory=dict,
         description=(
             "Operator settings of connectors and sensors, by their settings key (e.g. plugins.webhook.allowed_hosts); "
-            "each plugin validates its own. Env: CONNECTOR_PLUGINS__WEBHOOK__ALLOWED_HOSTS=a.example,b.example."
+            "each plugin validates its own. One field at a time in env: CONNECTOR_PLUGINS__<KEY>__<FIELD>."
         ),
     )
     entry_points: bool = Field(
@@ -122,11 +125,13 @@ class Settings(BaseSettings):
         description="Upper bound in seconds on one sensor poke (the caller's deadline also bounds it).",
     )
     workers: int = Field(
-        default_factory=lambda: int(os.environ.get("WEB_CONCURRENCY") or 1),
+        # Validated like any other value, so WEB_CONCURRENCY=x is a settings error naming it.
+        default_factory=lambda: os.environ.get("WEB_CONCURRENCY") or 1,
+        validate_default=True,
         ge=1,
         le=64,
-        description="Server processes sharing the port (SO_REUSEPORT) under one supervisor; default $WEB_CONCURRENCY "
-        "or 1. Replicas are the first way to scale: see the README.",
+        description="Server processes sharing the port (SO_REUSEPORT) under one supervisor. "
+        "Replicas are the first way to scale: see the README.",
     )
     reuse_port: bool = Field(
         False, description="Let several processes bind the same port (set for --workers' processes)."
@@ -228,17 +233,33 @@ class Settings(BaseSettings):
             sources += (YamlConfigSettingsSource(settings_cls),)
         return sources
 
-    @classmethod
-    def load(cls, cli_args: Sequence[str] = (), **overrides: Any) -> Settings:
-        """Build settings from CLI args (highest precedence), env vars and defaults.
+    @staticmethod
+    def origins(cli_args: Sequence[str] = ()) -> Origins:
+        """Where each value ``load(cli_args)`` read came from, for errors found after loading
+        (``plugins.*`` is validated by each plugin): ``origins(args).of(("plugins", "webhook"))``."""
+        config_file = _config_file(cli_args)
+        try:
+            node = read_config_file(config_file) if config_file else None
+        except (ConfigFileError, ImportError):
+            node = None  # load() has reported it
+        return Origins(cli_args, os.environ, config_file, node)
 
-        Raises SettingsError with a one-line-per-problem message naming each bad setting.
+    @classmethod
+    def load(cls, cli_args: Sequence[str] = (), *, command: str = "serve", **overrides: Any) -> Settings:
+        """Build settings from CLI args (highest precedence), env vars, the config file and defaults.
+
+        Raises SettingsError with a one-line-per-problem message naming each bad setting and
+        where its value came from (the flag, the variable, or the config file's line).
         """
         from pydantic import ValidationError
+        from pydantic_settings import CliSettingsSource
         from pydantic_settings import SettingsError as _PydanticSettingsError
+
+        from connector_service._cli_help import make_readable
 
         settings_cls = cls
         config_file = _config_file(cli_args)
+        config_node = None
         if config_file:
             if not Path(config_file).is_file():
                 raise SettingsError(f"invalid settings:\n  config-file: {config_file} is not a readable file")
@@ -246,23 +267,54 @@ class Settings(BaseSettings):
                 import yaml  # noqa: F401
             except ImportError:
                 raise SettingsError("config-file needs PyYAML: pip install 'flyte-connector-service[yaml]'") from None
+            try:
+                config_node = read_config_file(config_file)
+            except ConfigFileError as exc:
+                raise SettingsError(str(exc)) from None
 
             class _FromFile(cls):  # type: ignore[valid-type,misc]
                 model_config = SettingsConfigDict(**{**cls.model_config, "yaml_file": config_file})
 
             _FromFile.__name__ = cls.__name__
             settings_cls = _FromFile
+        origins = Origins(cli_args, os.environ, config_file, config_node)
         try:
-            return settings_cls(_cli_parse_args=list(cli_args), **overrides)
+            cli: CliSettingsSource[Any] = CliSettingsSource(settings_cls, cli_prog_name=f"connector-service {command}")
+            cli.root_parser.description = _DESCRIPTIONS.get(command)
+            make_readable(cli.root_parser, env_prefix=str(cls.model_config.get("env_prefix", "")))
+            return settings_cls(_cli_settings_source=cli(args=list(cli_args)), **overrides)
         except ValidationError as exc:
             problems = []
-            for err in exc.errors():
+            for err in exc.errors()[:_MAX_PROBLEMS]:
                 where = ".".join(str(p) for p in err["loc"]) or "settings"
-                shown = "" if "key" in where else f" (got {err.get('input')!r:.60})"
-                problems.append(f"  {where.replace('_', '-')}: {err['msg']}{shown}")
+                origin = origins.of(err["loc"])
+                got = "" if "key" in where else f"got {err.get('input')!r:.60}"
+                shown = " ".join(p for p in (got, f"from {origin}" if origin else "") if p)
+                problems.append(f"  {where.replace('_', '-')}: {err['msg']}" + (f" ({shown})" if shown else ""))
+            if exc.error_count() > _MAX_PROBLEMS:
+                problems.append(f"  ... and {exc.error_count() - _MAX_PROBLEMS} more")
             raise SettingsError("invalid settings:\n" + "\n".join(problems)) from None
         except _PydanticSettingsError as exc:
-            raise SettingsError(f"invalid settings: {exc}") from None
+            raise SettingsError(f"invalid settings: {_source_named(str(exc), origins)}") from None
+
+
+_MAX_PROBLEMS = 20
+_DESCRIPTIONS = {
+    "serve": "Start the gRPC daemon. Flags win over CONNECTOR_* environment variables,\n"
+    "which win over the --config-file, which wins over the defaults.",
+    "list": "Print the connectors and sensors that `serve` would register with the same\n"
+    "options (all of serve's are accepted), then exit.",
+}
+
+
+def _source_named(message: str, origins: Origins) -> str:
+    """pydantic-settings names a source class ("EnvSettingsSource"); name the variable instead."""
+    first = (message.splitlines() or [""])[0]
+    match = re.fullmatch(r'error parsing value for field "(\w+)" from source "(\w+)"', first)
+    if match is None:
+        return first[:300]
+    origin = origins.of((match.group(1),))
+    return f"{match.group(1).replace('_', '-')}: not valid JSON" + (f" (from {origin})" if origin else "")
 
 
 def _config_file(cli_args: Sequence[str]) -> str | None:

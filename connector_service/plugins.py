@@ -10,7 +10,7 @@ the service with a message naming the field instead of failing the first task.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ValidationError
@@ -52,14 +52,25 @@ class Configurable:
         self.settings = settings
 
 
-def configure_plugins(plugins: Iterable[object], values: Mapping[str, Any]) -> None:
+Origin = Callable[[tuple[str | int, ...]], str | None]
+"""Where the value at a settings path came from (a flag, a variable, a config file's line)."""
+
+
+def configure_plugins(plugins: Iterable[object], values: Mapping[str, Any], origin: Origin | None = None) -> None:
     """Validate ``values[key]`` for each configurable plugin and call its ``configure``.
 
     Keys that no registered plugin claims are refused: a misspelt key would otherwise leave a
-    plugin on its (usually most restrictive) defaults without a word.
+    plugin on its (usually most restrictive) defaults without a word. ``origin`` names where
+    each bad value came from in the message.
     """
     problems: list[str] = []
     claimed: dict[str, str] = {}
+
+    def problem(loc: tuple[str | int, ...], message: str) -> None:
+        where = origin(("plugins", *loc)) if origin is not None else None
+        path = ".".join(str(part) for part in ("plugins", *loc))
+        problems.append(f"  {path}: {message}" + (f" (from {where})" if where else ""))
+
     for plugin in plugins:
         key = getattr(plugin, "settings_key", None)
         model = getattr(plugin, "settings_model", None)
@@ -68,28 +79,29 @@ def configure_plugins(plugins: Iterable[object], values: Mapping[str, Any]) -> N
         claimed[key] = type(plugin).__name__
         raw = values.get(key) or {}
         if not isinstance(raw, Mapping):
-            problems.append(f"  plugins.{key}: expected a mapping of settings, got {type(raw).__name__}")
+            problem((key,), f"expected a mapping of settings, got {type(raw).__name__}")
             continue
         unknown = _unknown_fields(model, raw)
         if unknown:
             fields = ", ".join(sorted(model.model_fields)) or "none"
             owner = claimed[key]
-            problems += [f"  plugins.{key}.{name}: not a setting of {owner} (settings: {fields})" for name in unknown]
+            for name in unknown:
+                problem((key, name), f"not a setting of {owner} (settings: {fields})")
             continue
         try:
             validated = model.model_validate(dict(raw))
         except ValidationError as exc:
             for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"])
-                problems.append(f"  plugins.{key}.{where}: {err['msg']}")
+                problem((key, *err["loc"]), err["msg"])
             continue
         plugin.configure(validated)  # type: ignore[attr-defined]
     for key in values:
         if key not in claimed:
             known = ", ".join(sorted(claimed)) or "none"
-            problems.append(f"  plugins.{key}: no registered connector or sensor takes settings here (known: {known})")
+            problem((key,), f"no registered connector or sensor takes settings here (known: {known})")
     if problems:
-        raise PluginSettingsError("invalid plugin settings:\n" + "\n".join(problems))
+        # Plugins sharing a key (slurm and slurm_fn) would report the same problem twice.
+        raise PluginSettingsError("invalid plugin settings:\n" + "\n".join(dict.fromkeys(problems)))
 
 
 def _unknown_fields(model: type[BaseModel], raw: Mapping[str, Any]) -> list[str]:

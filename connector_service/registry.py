@@ -24,7 +24,7 @@ from flyteidl.admin import agent_pb2
 
 from connector_service._messages import clip
 from connector_service.connector import AsyncConnectorBase, ConnectorBase, SyncConnectorBase, TaskCategory
-from connector_service.plugins import PluginSettingsError, configure_plugins
+from connector_service.plugins import Origin, PluginSettingsError, configure_plugins
 
 if TYPE_CHECKING:
     from connector_service.config import Settings
@@ -318,9 +318,17 @@ class ConnectorRegistry:
     # -- building ----------------------------------------------------------------------------
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConnectorRegistry:
-        """The registry a service with ``settings`` serves: plugins found, then configured."""
-        return cls.build(settings.connectors, use_entry_points=settings.entry_points, plugin_settings=settings.plugins)
+    def from_settings(cls, settings: Settings, origin: Origin | None = None) -> ConnectorRegistry:
+        """The registry a service with ``settings`` serves: plugins found, then configured.
+
+        ``origin`` (from ``Settings.origins``) lets a bad ``plugins.*`` value be named by the
+        flag, variable or file line it came from."""
+        return cls.build(
+            settings.connectors,
+            use_entry_points=settings.entry_points,
+            plugin_settings=settings.plugins,
+            origin=origin,
+        )
 
     @classmethod
     def build(
@@ -329,6 +337,7 @@ class ConnectorRegistry:
         *,
         use_entry_points: bool = True,
         plugin_settings: Mapping[str, Any] | None = None,
+        origin: Origin | None = None,
     ) -> ConnectorRegistry:
         """Build from installed plugins' entry points, then from ``module:attr`` names, then
         hand each plugin its validated ``plugins.<key>`` settings."""
@@ -345,7 +354,7 @@ class ConnectorRegistry:
             registry.add(load_object(name), f"--connector {name}")
         plugins = [entry.connector for entry in registry.connectors()] + list(registry.sensors().values())
         try:
-            configure_plugins(plugins, plugin_settings or {})
+            configure_plugins(plugins, plugin_settings or {}, origin)
         except PluginSettingsError as exc:
             raise RegistryError(str(exc)) from None
         return registry

@@ -9,8 +9,11 @@ worker drains as a single process would, and restarts a worker that dies unexpec
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,13 +28,14 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from connector_service.cli import SUPERVISOR_PID_ENV
 from connector_service.config import Settings
 
-__all__ = ["supervise"]
+__all__ = ["release_metrics_dir", "supervise"]
 
 _log = logging.getLogger("connector_service.supervisor")
 
 _RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 _STABLE_AFTER = 30.0
 """A worker that lived this long resets the restart backoff."""
+_METRICS_DIR_PREFIX = "connector-metrics-"
 _STARTUP_WINDOW = 5.0
 """A first run that ends sooner than this is a start-up failure, not a crash to restart."""
 
@@ -56,8 +60,40 @@ class _Worker:
         self.proc = self._spawn()
 
 
+def release_metrics_dir(directory: str) -> None:
+    """Remove a dead supervisor's metrics directory once its last worker is done with it.
+
+    Called by a worker that outlived its supervisor (SIGKILLed: its ``finally`` never ran), after
+    draining. Each such worker removes its own files and those of processes that are gone, then
+    the directory if that emptied it, so whichever worker finishes last removes it.
+    """
+    if not directory or not os.path.basename(directory).startswith(_METRICS_DIR_PREFIX):
+        return  # only ever a directory this module made
+    for path in glob.glob(os.path.join(glob.escape(directory), "*.db")):
+        match = re.search(r"_(\d+)\.db$", path)
+        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    with contextlib.suppress(OSError):  # not empty: a worker still running will remove it
+        os.rmdir(directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie nobody has reaped yet is gone for our purposes
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def supervise(settings: Settings, cli_args: Sequence[str]) -> int:
-    metrics_dir = tempfile.mkdtemp(prefix="connector-metrics-")
+    metrics_dir = tempfile.mkdtemp(prefix=_METRICS_DIR_PREFIX)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, SUPERVISOR_PID_ENV: str(os.getpid())}
     # Later flags win, so these override whatever the operator passed for the whole service.
     argv = [

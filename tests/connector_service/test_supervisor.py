@@ -7,6 +7,7 @@ import re
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 from flyteidl.admin import agent_pb2
@@ -14,7 +15,7 @@ from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
 
 from connector_service.testing import task_template
-from tests.utils import SAMPLES, free_port, serve_process
+from tests.utils import ENV, SAMPLES, free_port, serve_process
 
 
 async def _running_pid(address: str) -> int:
@@ -88,12 +89,14 @@ def test_workers_that_cannot_start_stop_the_supervisor() -> None:
     assert "cannot listen on" in result.stderr
 
 
-async def test_workers_do_not_outlive_a_killed_supervisor() -> None:
+async def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
     import os
     import time
 
-    async with serve_process("--workers", "2", "--connector", SAMPLES) as served:
+    env = {**ENV, "TMPDIR": str(tmp_path)}  # where the supervisor makes its metrics directory
+    async with serve_process("--workers", "2", "--connector", SAMPLES, env=env) as served:
         pids = {await _running_pid(served.address) for _ in range(12)}
+        assert list(tmp_path.glob("connector-metrics-*")), "the metrics directory is made in TMPDIR"
         served.proc.kill()  # SIGKILL: the supervisor cannot forward anything
         served.proc.wait()
         deadline = time.monotonic() + 15
@@ -106,3 +109,16 @@ async def test_workers_do_not_outlive_a_killed_supervisor() -> None:
                     alive.discard(pid)
             await asyncio.sleep(0.2)
         assert not alive, f"orphaned workers {alive}"
+    # The last worker out removed the dead supervisor's metrics directory.
+    assert not list(tmp_path.glob("connector-metrics-*")), list(tmp_path.rglob("*"))
+
+
+async def test_a_misspelt_variable_is_warned_about_once_under_workers() -> None:
+    env = {**ENV, "CONNECTOR_GRACE_PERIDO": "5"}
+    async with serve_process("--workers", "2", "--connector", SAMPLES, "--shutdown-delay", "0", env=env) as served:
+        pids = {await _running_pid(served.address) for _ in range(4)}
+        assert pids
+        served.proc.send_signal(signal.SIGTERM)
+        stderr = await served.finish()
+    assert stderr.count("CONNECTOR_GRACE_PERIDO is not a setting") == 1, stderr
+    assert "did you mean CONNECTOR_GRACE_PERIOD?" in stderr

@@ -9,6 +9,7 @@ health service names, settings, and shutdown timing come from `connector_service
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -27,7 +28,8 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from connector_service.config import Settings
+from connector_service.config import Settings, SettingsError
+from connector_service.registry import ConnectorRegistry, RegistryError
 from connector_service.server import SERVICE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,10 +212,43 @@ def _effective_settings(docs: tuple[dict[str, Any], ...], env: pytest.MonkeyPatc
             assert any(path.is_relative_to(m) and path != m for m in mounts), f"{key}={value} is in no mounted volume"
             stand_in = tmp_path / path.relative_to("/")
             stand_in.parent.mkdir(parents=True, exist_ok=True)
-            stand_in.write_text("{}\n" if key == "CONNECTOR_CONFIG_FILE" else "stand-in\n")
+            if key == "CONNECTOR_CONFIG_FILE":
+                content = _configmap_file(docs, container, path)
+                assert content is not None, f"{key}={value}: no mounted ConfigMap has this file"
+                stand_in.write_text(content)  # the real file, as the pod sees it
+            else:
+                stand_in.write_text("stand-in\n")
             value = str(stand_in)
         env.setenv(key, value)
     return Settings.load(list(container.get("args", [])))
+
+
+def _configmap_file(docs: tuple[dict[str, Any], ...], container: dict[str, Any], path: PurePosixPath) -> str | None:
+    """The content a rendered ConfigMap volume puts at ``path`` in the container, if one does."""
+    pod = _only(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    for mount in container.get("volumeMounts", []):
+        mount_path = PurePosixPath(mount["mountPath"])
+        source = volumes[mount["name"]].get("configMap")
+        if source is None or not path.is_relative_to(mount_path):
+            continue
+        keys = {item["path"]: item["key"] for item in source.get("items", [])} or None
+        relative = str(path.relative_to(mount_path))
+        key = keys.get(relative) if keys is not None else relative
+        data = configmaps.get(source["name"], {}).get("data", {})
+        if key in data:
+            return str(data[key])
+    return None
+
+
+def _start_as_the_pod(docs: tuple[dict[str, Any], ...], env: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """What the daemon checks before serving: the settings, then every plugins.<key> against the
+    plugin that takes it (the bundled catalogue, as the image installs it)."""
+    settings = _effective_settings(docs, env, tmp_path)
+    args = list(_container(_only(docs, "Deployment")).get("args", []))
+    ConnectorRegistry.from_settings(settings, origin=Settings.origins(args).of)
+    return settings
 
 
 # -- kustomize: render and validate ---------------------------------------------------------
@@ -291,14 +326,58 @@ def test_propeller_rbac_is_valid() -> None:
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=_id)
 def test_settings_are_real_and_valid(directory: Path, clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     docs = _render(directory)
-    configmaps = [d for d in docs if d["kind"] == "ConfigMap"]
+    container = _container(_only(docs, "Deployment"))
+    env_sources = {s["configMapRef"]["name"] for s in container.get("envFrom", [])}
+    configmaps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] in env_sources]
     assert configmaps, "settings come from a ConfigMap"
     for configmap in configmaps:
         for key in configmap.get("data", {}):
             _field(key)  # every key is a setting
-    settings = _effective_settings(docs, clean_env, tmp_path)
+    settings = _start_as_the_pod(docs, clean_env, tmp_path)
     assert settings.log_format == "json", "Kubernetes log pipelines expect one JSON object per line"
     assert settings.host in ("0.0.0.0", "::"), "probes and propeller dial the pod IP"
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=_id)
+def test_nested_settings_come_from_a_mounted_settings_file(
+    directory: Path, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _start_as_the_pod(_render(directory), clean_env, tmp_path)
+    assert settings.config_file is not None, "CONNECTOR_CONFIG_FILE names the mounted config.yaml"
+    plugins = settings.plugins
+    # Written out for the operator to fill in, and safe as shipped: nothing is reachable.
+    assert {"webhook", "http_sensor", "sql_sensor", "slurm"} <= plugins.keys()
+    assert plugins["webhook"]["allowed_hosts"] == [] and plugins["webhook"]["secret_headers"] == {}
+    assert plugins["http_sensor"]["allowed_hosts"] == [] and plugins["slurm"]["allowed_hosts"] == []
+    assert plugins["sql_sensor"]["connections"] == {}
+
+
+def _broken_indentation(text: str) -> str:
+    return text.replace("  slurm:\n    allowed_hosts: []", "  slurm:\n    allowed_hosts: []\n   known_hosts: x")
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            lambda text: text.replace("    secret_headers: {}", "    secret_header: {}"),
+            r"plugins\.webhook\.secret_header: .*\(from .*config\.yaml:\d+\)",
+        ),
+        (lambda text: text + "log_levle: debug\n", r"log-levle: Extra inputs are not permitted.*config\.yaml:\d+"),
+        (_broken_indentation, r"config file .*config\.yaml:\d+: "),
+    ],
+    ids=["plugin-field", "top-level-key", "indentation"],
+)
+def test_a_bad_settings_file_fails_the_check(
+    edit: Any, problem: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    docs = copy.deepcopy(_render(DEPLOY / "base"))
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {}))
+    edited = edit(configmap["data"]["config.yaml"])
+    assert edited != configmap["data"]["config.yaml"]
+    configmap["data"]["config.yaml"] = edited
+    with pytest.raises((SettingsError, RegistryError), match=problem):
+        _start_as_the_pod(docs, clean_env, tmp_path)
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=_id)
