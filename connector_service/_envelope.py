@@ -6,6 +6,8 @@ envelope that also carries those types (compacted: only what conversion reads), 
 signing key is set, an HMAC that proves this service issued it.
 
 Layout: ``MAGIC (4) | flags (1) | varint len(types) | types (VariableMap proto) | meta | [tag (32)]``.
+With the ``result`` flag, ``meta`` is a finished task's ``Resource`` instead: Flyte 2 has no
+synchronous path, so a sync connector runs at CreateTask and GetTask answers from the meta.
 The magic starts with a NUL byte, which neither JSON (flytekit's metas) nor pickle (very old
 flytekit metas, ``\\x80``) can start with, so metas issued by flytekit's service are still
 recognised and passed through unchanged during a migration.
@@ -23,7 +25,8 @@ from google.protobuf.message import DecodeError
 
 MAGIC = b"\x00FCS"
 _FLAG_SIGNED = 0x01
-_KNOWN_FLAGS = _FLAG_SIGNED
+_FLAG_RESULT = 0x02
+_KNOWN_FLAGS = _FLAG_SIGNED | _FLAG_RESULT
 _TAG_LEN = hashlib.sha256().digest_size
 _PICKLE_PREFIX = b"\x80"
 
@@ -38,6 +41,8 @@ class OpenedMeta(NamedTuple):
     """None when the meta came from elsewhere (flytekit's service) and carries no types.
 
     Read-only: the same dict may be handed to many calls (see ``_output_types``)."""
+    is_result: bool = False
+    """``meta`` is a serialized ``Resource``: the outcome of a sync connector run at CreateTask."""
 
 
 _CACHED_TYPES_MAX_BYTES = 4096
@@ -84,8 +89,8 @@ def _strip(lt: types_pb2.LiteralType) -> None:
             _strip(variant)
 
 
-def seal(meta: bytes, output_types: bytes, key: bytes | None = None) -> bytes:
-    flags = _FLAG_SIGNED if key else 0
+def seal(meta: bytes, output_types: bytes, key: bytes | None = None, *, result: bool = False) -> bytes:
+    flags = (_FLAG_SIGNED if key else 0) | (_FLAG_RESULT if result else 0)
     n = len(output_types)
     header = MAGIC + (bytes((flags, n)) if n < 0x80 else bytes([flags]) + _varint(n))
     body = header + output_types + meta
@@ -129,7 +134,7 @@ def open_meta(data: bytes, key: bytes | None = None) -> OpenedMeta:
         raise ResourceMetaError("resource_meta is truncated")
     blob = data[pos : pos + length]
     types = _output_types(blob) if length <= _CACHED_TYPES_MAX_BYTES else _parse_types(blob)
-    return OpenedMeta(data[pos + length : end], types)
+    return OpenedMeta(data[pos + length : end], types, bool(flags & _FLAG_RESULT))
 
 
 def _parse_types(blob: bytes) -> dict[str, types_pb2.LiteralType]:

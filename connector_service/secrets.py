@@ -1,15 +1,17 @@
 """Secrets for connectors, found where flytekit's images put them.
 
 Connectors call ``get_secret("api_key")`` rather than reading the environment themselves so
-that the lookup order (env ``_FSEC_<KEY>``, then a file ``<dir>/<key>``) matches what a
-flytekit connector expects, and so that error messages name the places looked at without
-ever echoing a value.
+that the lookup order (the calling request's connection, sent by Flyte 2's executor; then env
+``_FSEC_<KEY>``; then a file ``<dir>/<key>``) matches what a flytekit connector expects, and
+so that error messages name the places looked at without ever echoing a value.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from connector_service.connection import current_connection
 
 __all__ = ["SecretNotFoundError", "get_secret"]
 
@@ -32,6 +34,13 @@ def get_secret(key: str, *, group: str | None = None) -> str:
     """
     if not key:
         raise ValueError("secret key must not be empty")
+    connection = current_connection()
+    if connection is not None and connection.secrets:
+        value = connection.secrets.get(f"{group}_{key}" if group else key)
+        if value is None and group:
+            value = connection.secrets.get(key)
+        if value is not None:
+            return value
     env_prefix = os.environ.get("FLYTE_SECRETS_ENV_PREFIX", "_FSEC_")
     env_name = f"{env_prefix}{group.upper() + '_' if group else ''}{key.upper()}"
     value = os.environ.get(env_name)
@@ -42,7 +51,8 @@ def get_secret(key: str, *, group: str | None = None) -> str:
     relative = Path(group.lower()) / f"{file_prefix}{key.lower()}" if group else Path(f"{file_prefix}{key.lower()}")
     dirs = [d for d in (os.environ.get("CONNECTOR_SECRETS_DIR"), os.environ.get("FLYTE_SECRETS_DEFAULT_DIR")) if d]
     dirs.append(_DEFAULT_DIR)
-    looked = [f"env var {env_name}"]
+    looked = ["the request's connection"] if connection is not None and connection.secrets else []
+    looked.append(f"env var {env_name}")
     for directory in dict.fromkeys(dirs):
         path = Path(directory) / relative
         looked.append(f"file {path}")

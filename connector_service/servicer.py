@@ -254,7 +254,7 @@ def _require_async(entry: RegisteredConnector, operation: str) -> None:
 def _decode_meta(entry: RegisteredConnector, data: bytes, key: bytes | None) -> tuple[Any, Mapping[str, Any] | None]:
     if not data:
         raise InvalidRequestError("resource_meta is empty")
-    meta_bytes, output_types = _envelope.open_meta(data, key)
+    meta_bytes, output_types, _ = _envelope.open_meta(data, key)
     decode = entry.decode_meta
     assert decode is not None  # async connectors always have one (checked at registration)
     try:

@@ -37,7 +37,7 @@ def test_compaction_drops_metadata_and_is_remembered_per_interface() -> None:
 
 
 def test_foreign_and_damaged_metas() -> None:
-    assert open_meta(b'{"from": "flytekit"}') == (b'{"from": "flytekit"}', None)
+    assert open_meta(b'{"from": "flytekit"}') == (b'{"from": "flytekit"}', None, False)
     with pytest.raises(ResourceMetaError, match="pickle"):
         open_meta(b"\x80\x04x")
     sealed = seal(b"{}", compact_output_types(_outputs(1)))
