@@ -7,6 +7,7 @@ from connector_service._literals import Directory, File, LiteralConversionError
 from connector_service._messages import clip
 from connector_service.clients import SharedClients
 from connector_service.config import Settings
+from connector_service.connection import Connection
 from connector_service.connector import (
     AsyncConnectorBase,
     ConnectorBase,
@@ -31,6 +32,7 @@ __all__ = [
     # The connector SDK
     "AsyncConnectorBase",
     "CommaList",
+    "Connection",
     "ConnectorBase",
     "Directory",
     "File",

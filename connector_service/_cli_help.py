@@ -36,6 +36,7 @@ _METAVARS = {
     "tls.client_ca_file": "FILE",
     "secrets_dir": "DIR",
     "resource_meta_key": "KEY",
+    "protocols": "LIST",
 }
 _DEFAULTS = {
     "connector": "none",
@@ -43,6 +44,7 @@ _DEFAULTS = {
     "operation_timeouts": "{}",
     "workers": "$WEB_CONCURRENCY or 1",
     "tls": "off",
+    "protocols": "v1,v2 when flyteidl2 is installed, else v1",
 }
 _HELP = {
     "tls": 'All of TLS as one JSON object, e.g. {"cert_file": "tls.crt", "key_file": "tls.key"}; or the flags below.',

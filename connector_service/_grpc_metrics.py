@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import grpc
 from prometheus_client import CollectorRegistry, Gauge
 
+from connector_service._decoding import tolerant
 from connector_service._fast_metrics import counter, histogram, multiprocess_mode
 
 __all__ = [
@@ -370,10 +371,8 @@ class InstrumentedServer:
 
     def wrap(self, full_method: str, handler: Any) -> Any:
         service, method = _split_method(full_method)
-        kw = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
+        kw_out = {"response_serializer": handler.response_serializer}
+        kw = {"request_deserializer": handler.request_deserializer, **kw_out}
         if handler.request_streaming:
             if handler.response_streaming:
                 grpc_type, inner, make = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
@@ -386,7 +385,9 @@ class InstrumentedServer:
         m = self._metrics.method(grpc_type, service, method)
         take = getattr(getattr(inner, "__self__", None), "take_grpc_metrics", None)
         if take is not None and take(method, m):
-            return handler  # the servicer records them itself: no second coroutine per call
+            # The servicer records them itself: no second coroutine per call. Its handlers
+            # answer undecodable requests themselves (INVALID_ARGUMENT, measured and logged).
+            return make(inner, request_deserializer=tolerant(handler.request_deserializer), **kw_out)
         if inspect.isasyncgenfunction(inner):
             if not handler.response_streaming:
                 return handler  # not a shape grpc.aio serves; leave it to grpc to reject

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     reuse_port: bool = Field(
         False, description="Let several processes bind the same port (set for --workers' processes)."
     )
+    protocols: Annotated[list[Literal["v1", "v2"]] | None, NoDecode] = Field(
+        None,
+        description="Connector API generations to serve on the port, comma-separated: v1 (flyteidl: Flyte 1's "
+        "propeller), v2 (flyteidl2: Flyte 2's executor; needs the flyte2 extra).",
+    )
     loop: Literal["auto", "asyncio", "uvloop"] = Field(
         "auto", description="Event loop: uvloop when installed (auto), or the standard asyncio loop."
     )
@@ -188,6 +193,22 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("protocols", mode="before")
+    @classmethod
+    def _split_protocols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("protocols")
+    @classmethod
+    def _some_protocol(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("name at least one of v1, v2")
+        return list(dict.fromkeys(value)) if value else value
 
     @field_validator("log_level", "log_format", "loop", mode="before")
     @classmethod

@@ -63,7 +63,7 @@ def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _add_reflection(server: InstrumentedServer) -> None:
+def _add_reflection(server: InstrumentedServer, service_names: tuple[str, ...]) -> None:
     """Reflection that can describe every served service, measured like the others.
 
     ``reflection.enable_server_reflection`` picks its async servicer only for a real
@@ -74,7 +74,7 @@ def _add_reflection(server: InstrumentedServer) -> None:
     """
     import flyteidl.service.agent_pb2  # noqa: F401  # registers the service descriptors in the default pool
 
-    names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), server)
 
 
@@ -97,6 +97,8 @@ class ConnectorService:
         self.metrics = ConnectorMetrics(self.metrics_registry)
         self.grpc_metrics = GrpcServerMetrics(self.metrics_registry)
         self.port: int | None = None
+        self.service_names: tuple[str, ...] = ()
+        """The connector services served (v1's, v2's or both), as health and reflection name them."""
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
@@ -137,18 +139,10 @@ class ConnectorService:
         )
         # Every service is registered through this wrapper, which measures each handler.
         measured = InstrumentedServer(server, self.grpc_metrics)
-        agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
-            AsyncAgentServicer(self.registry, self.metrics, settings, self.access_log), measured
-        )
-        agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(
-            SyncAgentServicer(self.registry, self.metrics, settings, self.access_log), measured
-        )
-        agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
-            AgentMetadataServicer(self.registry, self.metrics, settings, self.access_log), measured
-        )
+        self.service_names = self._add_connector_services(measured)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, measured)
-        _add_reflection(measured)
+        _add_reflection(measured, self.service_names)
         address = _bind_address(settings.host, settings.port)
         credentials = None
         if settings.tls.enabled:
@@ -183,7 +177,7 @@ class ConnectorService:
         if self.grpc_metrics.multiprocess:
             self._gauge_sync = asyncio.ensure_future(self._sync_gauges())
         _release_start_up_memory()
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.service_names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         # Per-plugin health, so an operator (or a probe with `service:`) can see what is broken.
         for _, health_name in self._plugins():
@@ -196,6 +190,32 @@ class ConnectorService:
             _bind_address(settings.host, self.port),
             f"{settings.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
         )
+
+    def _add_connector_services(self, server: InstrumentedServer) -> tuple[str, ...]:
+        """The generations ``--protocols`` asks for, over the one registry; returns the service names."""
+        settings, access_log = self.settings, self.access_log
+        protocols = settings.protocols
+        from connector_service import servicer_v2
+
+        if protocols is None:
+            protocols = ["v1", "v2"] if servicer_v2.available() else ["v1"]
+        names: tuple[str, ...] = ()
+        if "v1" in protocols:
+            agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
+                AsyncAgentServicer(self.registry, self.metrics, settings, access_log), server
+            )
+            agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(
+                SyncAgentServicer(self.registry, self.metrics, settings, access_log), server
+            )
+            agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(
+                AgentMetadataServicer(self.registry, self.metrics, settings, access_log), server
+            )
+            names += SERVICE_NAMES
+        if "v2" in protocols:
+            if not servicer_v2.available():
+                raise StartupError("--protocols v2 needs flyteidl2: pip install 'flyte-connector-service[flyte2]'")
+            names += servicer_v2.add_v2_services(server, self.registry, self.metrics, settings, access_log)
+        return names
 
     async def _sync_gauges(self) -> None:
         while True:

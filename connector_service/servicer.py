@@ -1,9 +1,13 @@
-"""The three flyteidl services, as propeller calls them.
+"""The connector services' handlers: flyteidl's three, as propeller calls them, and the
+dispatch core that ``servicer_v2`` serves Flyte 2's executor with.
 
 Request path: servicer (this file) -> registry (which connector) -> connector method ->
 conversion (``_convert``) -> response. Every RPC goes through ``_Call``, the one place that
 times the call, maps exceptions to gRPC statuses and records metrics (the service's and the
-gRPC server's), so no handler repeats that logic.
+gRPC server's), so no handler repeats that logic. The flyteidl2 services are these same
+handlers (v1 messages are the internal model: the two are wire-compatible, see
+``tests/connector_service/test_protocols.py``), with two switches: read the request's
+``connection``, and run sync connectors at CreateTask.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import grpc
 from flyteidl.admin import agent_pb2
 from flyteidl.core import literals_pb2
 from flyteidl.service import agent_pb2_grpc
+from google.protobuf.message import DecodeError
 
 from connector_service import _envelope
 from connector_service._access_log import ACCESS_LOGGER, AccessLog, LoggingAccessLog
@@ -26,7 +31,8 @@ from connector_service._convert import fill_resource, get_task_response
 from connector_service._grpc_metrics import MethodMetrics, failure_code
 from connector_service._messages import clip
 from connector_service.config import OPERATIONS, Settings
-from connector_service.connector import ResourceMeta, is_terminal_phase
+from connector_service.connection import Connection
+from connector_service.connector import Phase, ResourceMeta, is_terminal_phase
 from connector_service.errors import InvalidRequestError, NotFoundError, status_for
 from connector_service.metrics import ConnectorMetrics
 from connector_service.registry import ConnectorRegistry, RegisteredConnector
@@ -63,7 +69,9 @@ class _Call:
     extra coroutine layer is measurable server CPU.
     """
 
-    __slots__ = ("_context", "_op", "_start", "_category", "entry", "task_type", "execution_metadata", "sizes")
+    __slots__ = (
+        "_context", "_op", "_start", "_category", "entry", "task_type", "execution_metadata", "sizes", "connection",
+    )  # fmt: skip
 
     def __init__(self, context: grpc.aio.ServicerContext, op: _Op) -> None:
         self._context = context
@@ -74,6 +82,8 @@ class _Call:
         self.execution_metadata: Any = None
         """The request's TaskExecutionMetadata (Create, Sync): its id is formatted only for a log line."""
         self.sizes: dict[str, int] | None = None
+        self.connection: Connection | None = None
+        """The request's connection (Flyte 2), handed to methods that name a ``connection`` parameter."""
         if op.grpc is not None:
             op.grpc.begin()
         self._start = time.perf_counter()
@@ -118,6 +128,8 @@ class _Call:
         connector_method = self.entry.methods[method]
         if "timeout" in connector_method.explicit_params:
             kwargs["timeout"] = budget
+        if self.connection is not None and "connection" in connector_method.explicit_params:
+            kwargs["connection"] = self.connection
         awaitable = connector_method(kwargs, extras)
         return _bounded(awaitable, budget) if capped else awaitable
 
@@ -251,22 +263,66 @@ def _require_async(entry: RegisteredConnector, operation: str) -> None:
         )
 
 
-def _decode_meta(entry: RegisteredConnector, data: bytes, key: bytes | None) -> tuple[Any, Mapping[str, Any] | None]:
-    if not data:
-        raise InvalidRequestError("resource_meta is empty")
-    meta_bytes, output_types, _ = _envelope.open_meta(data, key)
+def _decode_meta(entry: RegisteredConnector, meta: bytes) -> Any:
     decode = entry.decode_meta
     assert decode is not None  # async connectors always have one (checked at registration)
     try:
-        meta = decode(meta_bytes)
+        return decode(meta)
     except Exception as exc:
         raise InvalidRequestError(
-            f"cannot decode resource_meta for {entry.name!r}: {type(exc).__name__}: {str(exc)[:200]}"
+            f"cannot decode resource_meta for {entry.name!r}: {type(exc).__name__}: {clip(exc)}"
         ) from None
-    return meta, output_types
+
+
+_FINISHED_MAX_BYTES = 64 * 1024
+"""The largest result a sync connector run at CreateTask may leave in resource_meta.
+
+Propeller and the executor keep metas in etcd / their state store; a bigger result fails the
+task saying so rather than being written elsewhere without the operator's say-so."""
+
+
+def _finished(meta: bytes, rpc: str) -> agent_pb2.Resource:
+    """The Resource a sync connector left in ``resource_meta`` when it ran at CreateTask."""
+    if rpc not in ("GetTask", "DeleteTask"):
+        raise InvalidRequestError(f"{rpc}: the task ran to completion at CreateTask; there is nothing to ask for")
+    try:
+        return agent_pb2.Resource.FromString(meta)
+    except DecodeError:
+        raise InvalidRequestError("resource_meta carries a corrupt result") from None
+
+
+async def _run_sync(
+    call: _Call,
+    entry: RegisteredConnector,
+    template: Any,
+    output_prefix: str,
+    inputs: literals_pb2.LiteralMap,
+    execution_metadata: Any,
+    proto: agent_pb2.Resource,
+) -> None:
+    """Run a sync connector's ``do`` and convert its answer into ``proto`` (filled in place, not
+    copied: outputs may be large): ExecuteTaskSync, and Flyte 2's CreateTask."""
+    resource = await call.run(
+        "do",
+        {"task_template": template, "output_prefix": output_prefix, "inputs": inputs},
+        {"task_execution_metadata": execution_metadata},
+    )
+    # Output types are needed only to convert Python values (not a LiteralMap).
+    types = _types(template) if isinstance(getattr(resource, "outputs", None), Mapping) else None
+    fill_resource(proto, resource, types, connector=entry.name)
+    if _log.isEnabledFor(logging.DEBUG):
+        call.note_size("output_bytes", proto.outputs.ByteSize())
+    if not is_terminal_phase(proto.phase):
+        raise TypeError(
+            f"{entry.name} do() returned non-terminal phase "
+            f"{agent_pb2.TaskExecution.Phase.Name(proto.phase)}; a sync task must finish in one call"
+        )
 
 
 class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured):  # type: ignore[misc]
+    runs_sync_connectors = False
+    """Serve sync connectors' task types too, running ``do`` at CreateTask (Flyte 2 has no sync path)."""
+
     def __init__(
         self,
         registry: ConnectorRegistry,
@@ -290,27 +346,45 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
             "GetTaskLogs": self._get_logs,
         }
 
-    def _open_task(self, call: _Call, request: Any, rpc: str) -> tuple[RegisteredConnector, Any, Any]:
-        """The connector, decoded meta and output types a Get/Delete/Metrics/Logs request names."""
+    def _begin(self, call: _Call, request: Any) -> None:
+        """What a generation reads from a request before dispatch: nothing in v1 (``servicer_v2``)."""
+
+    def _open_task(
+        self, call: _Call, request: Any, rpc: str
+    ) -> tuple[RegisteredConnector, Any, Any, agent_pb2.Resource | None]:
+        """The connector, decoded meta and output types a Get/Delete/Metrics/Logs request names,
+        or the finished Resource when a sync connector ran at CreateTask."""
+        self._begin(call, request)
         entry = call.resolve(*_category_of(request))
+        data = request.resource_meta
+        if not data:
+            raise InvalidRequestError("resource_meta is empty")
+        opened = _envelope.open_meta(data, self._key)
+        if opened.is_result:
+            return entry, None, None, _finished(opened.meta, rpc)
         _require_async(entry, rpc)
-        meta, output_types = _decode_meta(entry, request.resource_meta, self._key)
-        return entry, meta, output_types
+        return entry, _decode_meta(entry, opened.meta), opened.output_types, None
 
     async def CreateTask(
         self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.CreateTaskResponse:
         call = _Call(context, self._create)
         try:
+            self._begin(call, request)
             template = request.template
             call.execution_metadata = request.task_execution_metadata
             if not template.type:
                 raise InvalidRequestError("CreateTask: template.type is empty")
             entry = call.resolve(template.type, template.task_type_version)
-            _require_async(entry, "CreateTask")
+            if not (entry.is_sync and self.runs_sync_connectors):
+                _require_async(entry, "CreateTask")
             input_bytes = request.inputs.ByteSize()
             self._metrics.observe_input_bytes(template.type, input_bytes)
             call.note_size("input_bytes", input_bytes)
+            if entry.is_sync:
+                response = agent_pb2.CreateTaskResponse(resource_meta=await self._run_at_create(call, entry, request))
+                call.succeeded()
+                return response
             meta = await call.run(
                 "create",
                 {
@@ -332,14 +406,41 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
         call.succeeded()
         return response
 
+    async def _run_at_create(self, call: _Call, entry: RegisteredConnector, request: Any) -> bytes:
+        """Run a sync connector now; its result travels in resource_meta for GetTask to answer."""
+        resource = agent_pb2.Resource()
+        await _run_sync(
+            call,
+            entry,
+            request.template,
+            request.output_prefix,
+            request.inputs,
+            request.task_execution_metadata,
+            resource,
+        )
+        result = resource.SerializeToString()
+        if len(result) > _FINISHED_MAX_BYTES:
+            resource = agent_pb2.Resource(
+                phase=Phase.FAILED,
+                message=(
+                    f"the result of {entry.name} is {len(result):,} bytes; at most {_FINISHED_MAX_BYTES:,} can travel "
+                    "in resource_meta (this task type has no synchronous path in Flyte 2)"
+                ),
+            )
+            result = resource.SerializeToString()
+        return _envelope.seal(result, b"", self._key, result=True)
+
     async def GetTask(
         self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetTaskResponse:
         call = _Call(context, self._get)
         try:
-            entry, meta, output_types = self._open_task(call, request, "GetTask")
-            resource = await call.run("get", {"resource_meta": meta})
-            response = get_task_response(resource, output_types, connector=entry.name)
+            entry, meta, output_types, finished = self._open_task(call, request, "GetTask")
+            if finished is not None:
+                response = agent_pb2.GetTaskResponse(resource=finished)
+            else:
+                resource = await call.run("get", {"resource_meta": meta})
+                response = get_task_response(resource, output_types, connector=entry.name)
             if _log.isEnabledFor(logging.DEBUG):
                 call.note_size("output_bytes", response.resource.outputs.ByteSize())
         except BaseException as exc:
@@ -353,8 +454,9 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
     ) -> agent_pb2.DeleteTaskResponse:
         call = _Call(context, self._delete)
         try:
-            entry, meta, _ = self._open_task(call, request, "DeleteTask")
-            await call.run("delete", {"resource_meta": meta})
+            entry, meta, _, finished = self._open_task(call, request, "DeleteTask")
+            if finished is None:  # a finished result has nothing left to cancel
+                await call.run("delete", {"resource_meta": meta})
         except BaseException as exc:
             await call.failed(exc)
             raise
@@ -366,7 +468,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
     ) -> agent_pb2.GetTaskMetricsResponse:
         call = _Call(context, self._get_metrics)
         try:
-            entry, meta, _ = self._open_task(call, request, "GetTaskMetrics")
+            entry, meta, _, _ = self._open_task(call, request, "GetTaskMetrics")
             result = await call.run(
                 "get_metrics",
                 {"resource_meta": meta},
@@ -390,7 +492,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer, _SelfMeasured
     ) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
         call = _Call(context, self._get_logs)
         try:
-            entry, meta, _ = self._open_task(call, request, "GetTaskLogs")
+            entry, meta, _, _ = self._open_task(call, request, "GetTaskLogs")
             result = await call.run(
                 "get_logs", {"resource_meta": meta}, {"lines": request.lines, "token": request.token}
             )
@@ -514,23 +616,16 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer, _SelfMeasured):
         input_bytes = inputs.ByteSize()
         self._metrics.observe_input_bytes(template.type, input_bytes)
         call.note_size("input_bytes", input_bytes)
-        resource = await call.run(
-            "do",
-            {"task_template": template, "output_prefix": header.output_prefix, "inputs": inputs},
-            {"task_execution_metadata": header.task_execution_metadata},
-        )
         response = agent_pb2.ExecuteTaskSyncResponse()
-        proto = response.header.resource
-        # Output types are needed only to convert Python values (not a LiteralMap).
-        types = _types(template) if isinstance(getattr(resource, "outputs", None), Mapping) else None
-        fill_resource(proto, resource, types, connector=entry.name)
-        if _log.isEnabledFor(logging.DEBUG):
-            call.note_size("output_bytes", proto.outputs.ByteSize())
-        if not is_terminal_phase(proto.phase):
-            raise TypeError(
-                f"{entry.name} do() returned non-terminal phase "
-                f"{agent_pb2.TaskExecution.Phase.Name(proto.phase)}; a sync task must finish in one call"
-            )
+        await _run_sync(
+            call,
+            entry,
+            template,
+            header.output_prefix,
+            inputs,
+            header.task_execution_metadata,
+            response.header.resource,
+        )
         return response
 
 
@@ -560,12 +655,15 @@ class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer, _SelfMe
         self._registry = registry
         self._list = agent_pb2.ListAgentsResponse(agents=registry.agents())
 
+    def _agent(self, name: str) -> agent_pb2.Agent | None:
+        return self._registry.agent(name)
+
     async def GetAgent(
         self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetAgentResponse:
         call = _Call(context, self._get_agent)
         try:
-            agent = self._registry.agent(request.name)
+            agent = self._agent(request.name)
             if agent is None:
                 raise NotFoundError(f"Cannot find connector for name: {clip(request.name)}")
         except BaseException as exc:

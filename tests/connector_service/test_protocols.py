@@ -125,3 +125,19 @@ def test_the_phase_enum_is_the_same() -> None:
     phases_1 = {v.number: v.name for v in e1.TaskExecution.Phase.DESCRIPTOR.values}
     phases_2 = {v.number: v.name for v in e2.TaskExecution.Phase.DESCRIPTOR.values}
     assert phases_1 == phases_2
+
+
+def test_flyteidl2s_top_level_buf_package_collides_with_nothing_here() -> None:
+    """flyteidl2 depends on protovalidate, which installs a top-level ``buf`` package."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.find_spec("buf")
+    assert spec is not None
+    locations = [Path(p).resolve() for p in spec.submodule_search_locations or []]
+    assert locations and all("site-packages" in p.parts for p in locations), locations  # installed, not ours
+    assert not (root / "buf").exists() and not list(root.glob("*/buf"))
+    # Both generations load into one descriptor pool without a clash.
+    import flyteidl.service.agent_pb2  # noqa: F401
+    import flyteidl2.connector.service_pb2  # noqa: F401

@@ -372,3 +372,14 @@ async def test_signed_resource_meta_refuses_metas_it_did_not_issue() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await get(other, meta)  # signed by another key
         assert "signature" in (err.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    "method", ["AsyncAgentService/CreateTask", "AsyncAgentService/GetTask", "AgentMetadataService/GetAgent"]
+)
+async def test_an_undecodable_request_is_invalid_argument_not_unknown(svc: Running, method: str) -> None:
+    call = svc.channel.unary_unary(f"/flyteidl.service.{method}", request_serializer=lambda b: b)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(b"\xff\xff\xff\xff", timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a valid flyteidl.admin." in (err.value.details() or "")
