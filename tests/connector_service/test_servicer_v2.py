@@ -240,21 +240,20 @@ async def test_an_async_connector_is_polled_to_its_outputs(svc: V2) -> None:
     await svc.tasks.DeleteTask(v2.DeleteTaskRequest(task_category=_category(template), resource_meta=meta), timeout=5)
 
 
-async def test_a_sensor_runs_from_v2(svc: V2, tmp_path: Path) -> None:
+async def test_flytekits_sensor_template_runs_from_v2(svc: V2, tmp_path: Path) -> None:
+    """The FileSensor template and inputs real flytekit made, sent as the v2 executor would."""
+    from tests.sensors.test_file_sensor import file_sensor
+
     target = tmp_path / "arrived.txt"
-    template = task_template(
-        "sensor",
-        custom={"sensor_module": "flytekit.sensor.file_sensor", "sensor_name": "FileSensor", "sensor_config": None},
-        inputs={"path": str},
+    template, inputs = file_sensor(str(target))
+    request = v2.CreateTaskRequest(
+        template=v2_template(template), inputs=v2_common.Inputs.FromString(inputs.SerializeToString())
     )
-    created = await svc.tasks.CreateTask(
-        v2.CreateTaskRequest(template=v2_template(template), inputs=v2_inputs({"path": str(target)}, template)),
-        timeout=5,
-    )
-    request = v2.GetTaskRequest(task_category=_category(template), resource_meta=created.resource_meta)
-    assert (await svc.tasks.GetTask(request, timeout=5)).resource.phase == v2_execution.TaskExecution.RUNNING
+    created = await svc.tasks.CreateTask(request, timeout=5)
+    poll = v2.GetTaskRequest(task_category=_category(template), resource_meta=created.resource_meta)
+    assert (await svc.tasks.GetTask(poll, timeout=5)).resource.phase == v2_execution.TaskExecution.RUNNING
     target.write_text("here")
-    assert (await svc.tasks.GetTask(request, timeout=5)).resource.phase == SUCCEEDED
+    assert (await svc.tasks.GetTask(poll, timeout=5)).resource.phase == SUCCEEDED
 
 
 async def test_webhook_runs_from_v2(server: HttpTestServer) -> None:
