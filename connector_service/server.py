@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import importlib
 import logging
 from typing import Any
 
@@ -63,19 +64,37 @@ def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _add_reflection(server: InstrumentedServer, service_names: tuple[str, ...]) -> None:
-    """Reflection that can describe every served service, measured like the others.
+class _Reflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
+    """Reflection that loads the service descriptors on its first call, not at start-up.
+
+    The flyteidl services' descriptors live in modules the generated stubs never import
+    (``flyteidl.service.agent_pb2``, ``flyteidl2.connector.service_pb2``): without them
+    reflection lists the services but cannot describe them, so grpcurl's ``describe`` and
+    ``invoke`` fail. flyteidl2's take ~50 ms to import, which start-up need not pay for a
+    tool an operator may never point at the pod.
+    """
+
+    def __init__(self, service_names: tuple[str, ...], descriptor_modules: tuple[str, ...]) -> None:
+        super().__init__(service_names)
+        self._descriptor_modules = descriptor_modules
+
+    async def ServerReflectionInfo(self, request_iterator: Any, context: Any) -> Any:
+        while self._descriptor_modules:
+            importlib.import_module(self._descriptor_modules[0])
+            self._descriptor_modules = self._descriptor_modules[1:]
+        async for response in super().ServerReflectionInfo(request_iterator, context):
+            yield response
+
+
+def _add_reflection(server: InstrumentedServer, service_names: tuple[str, ...], modules: tuple[str, ...]) -> None:
+    """Reflection over every served service, measured like the others.
 
     ``reflection.enable_server_reflection`` picks its async servicer only for a real
     ``grpc.aio.Server``; handed the measuring wrapper it would register the sync one, which
-    the metrics cannot see. The flyteidl service descriptors live in ``agent_pb2``, which the
-    generated ``agent_pb2_grpc`` never imports: without this import reflection lists the
-    services but cannot describe them (grpcurl's ``describe`` and ``invoke`` then fail).
+    the metrics cannot see.
     """
-    import flyteidl.service.agent_pb2  # noqa: F401  # registers the service descriptors in the default pool
-
     names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(_Reflection(names, modules), server)
 
 
 class ConnectorService:
@@ -98,6 +117,7 @@ class ConnectorService:
         self.grpc_metrics = GrpcServerMetrics(self.metrics_registry)
         self.port: int | None = None
         self.service_names: tuple[str, ...] = ()
+        self._descriptor_modules: tuple[str, ...] = ()
         """The connector services served (v1's, v2's or both), as health and reflection name them."""
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -142,7 +162,7 @@ class ConnectorService:
         self.service_names = self._add_connector_services(measured)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, measured)
-        _add_reflection(measured, self.service_names)
+        _add_reflection(measured, self.service_names, self._descriptor_modules)
         address = _bind_address(settings.host, settings.port)
         credentials = None
         if settings.tls.enabled:
@@ -200,6 +220,7 @@ class ConnectorService:
         if protocols is None:
             protocols = ["v1", "v2"] if servicer_v2.available() else ["v1"]
         names: tuple[str, ...] = ()
+        self._descriptor_modules = ()
         if "v1" in protocols:
             agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
                 AsyncAgentServicer(self.registry, self.metrics, settings, access_log), server
@@ -211,10 +232,12 @@ class ConnectorService:
                 AgentMetadataServicer(self.registry, self.metrics, settings, access_log), server
             )
             names += SERVICE_NAMES
+            self._descriptor_modules += ("flyteidl.service.agent_pb2",)
         if "v2" in protocols:
             if not servicer_v2.available():
                 raise StartupError("--protocols v2 needs flyteidl2: pip install 'flyte-connector-service[flyte2]'")
             names += servicer_v2.add_v2_services(server, self.registry, self.metrics, settings, access_log)
+            self._descriptor_modules += servicer_v2.DESCRIPTOR_MODULES
         return names
 
     async def _sync_gauges(self) -> None:

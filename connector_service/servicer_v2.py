@@ -13,8 +13,8 @@ request path, one registry, one envelope, one conversion. What differs is small:
   ones: ``do`` runs at CreateTask and GetTask answers from the result in ``resource_meta``;
 - ``Connector`` records leave out v1's ``is_sync`` and ``supported_task_types``.
 
-Only imported when ``flyteidl2`` is installed (``.[flyte2]``); its descriptors are loaded so
-that reflection can describe the services.
+Served when ``flyteidl2`` is installed (``.[flyte2]``); flyteidl2 itself is imported only to
+read a request's connection and for reflection, never at start-up.
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ from connector_service.metrics import ConnectorMetrics
 from connector_service.registry import ConnectorRegistry
 from connector_service.servicer import AgentMetadataServicer, AsyncAgentServicer, _Call
 
-__all__ = ["ASYNC_SERVICE", "METADATA_SERVICE", "SERVICE_NAMES_V2", "add_v2_services", "available"]
+__all__ = [
+    "ASYNC_SERVICE", "DESCRIPTOR_MODULES", "METADATA_SERVICE", "SERVICE_NAMES_V2", "add_v2_services", "available",
+]  # fmt: skip
 
 ASYNC_SERVICE = "flyteidl2.connector.AsyncConnectorService"
 METADATA_SERVICE = "flyteidl2.connector.ConnectorMetadataService"
 SERVICE_NAMES_V2 = (ASYNC_SERVICE, METADATA_SERVICE)
+DESCRIPTOR_MODULES = ("flyteidl2.connector.service_pb2",)
+"""Where the v2 service descriptors live (for reflection)."""
 
 _CONNECTION_FIELD = 5
 """``connection`` in v2's Create/Get/DeleteTaskRequest; v1 has no field 5 there."""
@@ -115,9 +119,11 @@ def add_v2_services(
     settings: Settings,
     access_log: AccessLog | None = None,
 ) -> tuple[str, ...]:
-    """Register the two flyteidl2 services on ``server``; returns their names."""
-    import flyteidl2.connector.service_pb2  # noqa: F401  # the service descriptors, for reflection
+    """Register the two flyteidl2 services on ``server``; returns their names.
 
+    Nothing of flyteidl2 is imported here: the handlers speak v1's classes, and reflection
+    loads ``DESCRIPTOR_MODULES`` when first asked.
+    """
     tasks = AsyncConnectorServicer(registry, metrics, settings, access_log)
     a = agent_pb2
     server.add_registered_method_handlers(

@@ -406,3 +406,26 @@ def test_a_connector_record_is_exactly_what_flyteidl2_reads() -> None:
     parsed = v2.Connector.FromString(_connector(agent).SerializeToString())
     assert parsed.name == "x" and [(c.name, c.version) for c in parsed.supported_task_categories] == [("t", 1)]
     assert parsed.SerializeToString() == _connector(agent).SerializeToString()
+
+
+def test_flyteidl2_is_not_imported_at_start_up() -> None:
+    """Serving v2 costs start-up nothing: the handlers speak v1's classes."""
+    import subprocess
+    import sys
+
+    script = """
+import asyncio, sys
+from connector_service import ConnectorRegistry, ConnectorService, Settings
+
+async def main():
+    settings = Settings(host="127.0.0.1", port=0, metrics_port=0, shutdown_delay=0, protocols=["v1", "v2"])
+    service = ConnectorService(settings, ConnectorRegistry.from_settings(settings))
+    await service.start()
+    print(sorted(name for name in sys.modules if name.split(".")[0] in ("flyteidl2", "buf")))
+    await service.stop()
+
+asyncio.run(main())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
