@@ -3,8 +3,8 @@
 The fixtures in tests/fixtures/flyte2 are made by make_flyte2_fixtures.py with the SDK's own
 serializer and type engine. These tests pin down the wire facts the Flyte 2 services build on:
 each file parses as its flyteidl2 message, the same bytes parse as the v1 counterpart with
-exactly the v1-unknown fields listed here, and today's v1 service already runs the echo and
-sensor templates when they arrive in v1 messages.
+exactly the v1-unknown fields listed here, and today's v1 service already runs the echo,
+webhook and sensor templates when they arrive in v1 messages.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from connector_service._literals import literal_map_to_python
-from tests.utils import FIXTURES, Running, create_task, get_task, sync_requests
+from tests.http_server import Answer, HttpTestServer
+from tests.utils import FIXTURES, Running, create_task, get_task, run_service, sync_requests
 
 Phase = execution_pb2.TaskExecution
 FLYTE2 = FIXTURES / "flyte2"
+PLACEHOLDER = "http://placeholder.invalid"
 INDEX = json.loads((FLYTE2 / "index.json").read_text(encoding="utf-8"))
 ENTRIES = {entry["stem"]: entry for entry in INDEX["fixtures"]}
 STEMS = sorted(ENTRIES)
@@ -277,13 +279,53 @@ def test_the_sdk_puts_connector_secrets_in_custom_secrets() -> None:
 # -- today's v1 service runs them ------------------------------------------------------------------
 
 
-async def test_echo_template_runs_on_the_v1_service(svc: Running) -> None:
-    template, inputs = v1_template("echo"), v1_inputs("echo")
+async def execute(
+    svc: Running, template: tasks_pb2.TaskTemplate, inputs: literals_pb2.LiteralMap
+) -> agent_pb2.Resource:
     responses = [r async for r in svc.sync_stub.ExecuteTaskSync(iter(sync_requests(template, inputs)), timeout=10)]
     assert len(responses) == 1
-    resource = responses[0].header.resource
+    return responses[0].header.resource
+
+
+async def test_echo_template_runs_on_the_v1_service(svc: Running) -> None:
+    inputs = v1_inputs("echo")
+    resource = await execute(svc, v1_template("echo"), inputs)
     assert resource.phase == Phase.SUCCEEDED, resource.message
     assert resource.outputs == inputs
+
+
+@pytest.mark.parametrize("stem", ["webhook_get", "webhook_post"])
+async def test_webhook_template_sends_what_flytekits_does(server: HttpTestServer, stem: str) -> None:
+    """The Flyte 2 webhook template makes the v1 service send the request flytekit's own template makes."""
+    answer = Answer(json={"ok": True})
+    sent = []
+    async with run_service(
+        ("connectors.webhook:WebhookConnector",),
+        entry_points=False,
+        plugins={"webhook": {"allowed_hosts": ["127.0.0.1"], "allowed_schemes": ["http"]}},
+    ) as hook:
+        for template_bytes, inputs_bytes in (
+            (_bytes(f"{stem}_template.pb"), _bytes(f"{stem}_inputs.pb")),
+            (
+                (FIXTURES / "flytekit" / f"{stem}_template.pb").read_bytes(),
+                (FIXTURES / "flytekit" / f"{stem}_inputs.pb").read_bytes(),
+            ),
+        ):
+            template = tasks_pb2.TaskTemplate.FromString(template_bytes)
+            url = template.custom["url"]
+            assert isinstance(url, str) and url.startswith(PLACEHOLDER)
+            template.custom["url"] = url.replace(PLACEHOLDER, server.base)
+            server.route(ENTRIES[stem]["expected"]["path"], answer)
+            resource = await execute(hook, template, literals_pb2.LiteralMap.FromString(inputs_bytes))
+            assert resource.phase == Phase.SUCCEEDED, resource.message
+            assert sorted(resource.outputs.literals) == ["info"]
+            (request,) = server.requests
+            server.requests.clear()
+            sent.append(
+                (request.method, request.path, request.query, request.body, request.headers.get("authorization"))
+            )
+    assert sent[0] == sent[1]
+    assert sent[0][:2] == (ENTRIES[stem]["expected"]["method"], ENTRIES[stem]["expected"]["path"])
 
 
 async def test_file_sensor_template_runs_on_the_v1_service(svc: Running, tmp_path: Path) -> None:
