@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test system-deps lint typecheck unit install install-dev clean
+.PHONY: run test system-deps lint typecheck unit install install-dev clean fixtures-flyte2
 
 run: $(VENV)/.installed  ## install and start the daemon with the bundled connectors
 	$(BIN)/connector-service serve $(ARGS)
@@ -25,6 +25,11 @@ typecheck: $(VENV)/.installed-dev
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
+
+# The Flyte 2 SDK's pins clash with flytekit's, so the script installs it in a venv of its own
+# (under ~/.cache/flyte-connector-service), never in $(VENV); it is a tool, not a dependency.
+fixtures-flyte2:  ## regenerate tests/fixtures/flyte2 with the real Flyte 2 SDK (flyte 2.12.1)
+	$(PYTHON) tests/fixtures/make_flyte2_fixtures.py
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
