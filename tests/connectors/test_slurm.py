@@ -33,7 +33,7 @@ from connectors.slurm import _commands
 from connectors.slurm.settings import parse_host_entry
 from connectors.slurm.states import KNOWN_STATES, job_status, phase_of
 from tests.connectors.slurm_cluster import CAPTURED, SlurmCluster, SSHServer, slurm_cluster, sshd  # noqa: F401
-from tests.utils import FIXTURES, Running, create_task, delete_task, get_task, run_service
+from tests.utils import FIXTURES, Running, Stubs, create_task, delete_task, get_task, run_service, serve_process
 
 Phase = execution_pb2.TaskExecution
 FLYTEKIT = FIXTURES / "flytekit"
@@ -115,12 +115,12 @@ def site(request: pytest.FixtureRequest) -> Site:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
-async def get(svc: Running, meta: bytes, task_type: str = "slurm") -> agent_pb2.Resource:
+async def get(svc: Stubs, meta: bytes, task_type: str = "slurm") -> agent_pb2.Resource:
     return await get_task(svc, meta, task_type)
 
 
 async def poll(
-    svc: Running,
+    svc: Stubs,
     meta: bytes,
     until: Callable[[agent_pb2.Resource], bool] = lambda r: r.phase in TERMINAL,
     task_type: str = "slurm",
@@ -381,6 +381,73 @@ async def test_function_task_runs_pyflyte_execute_for_real(local: Site, tmp_path
     assert done.phase == Phase.SUCCEEDED, done.message
     outputs = literals_pb2.LiteralMap.FromString((tmp_path / "out" / "outputs.pb").read_bytes())
     assert outputs.literals["o0"].scalar.primitive.integer == 42
+
+
+@dataclass
+class Remote(Stubs):
+    """Stubs for a service running in its own process."""
+
+    channel: grpc.aio.Channel
+
+
+async def test_concurrent_load_on_the_default_loop_loses_no_command(local: Site, tmp_path: Path) -> None:
+    """The daemon as operators run it (its own process, uvloop) under mixed load: every Slurm call succeeds.
+
+    4 clients poll a running job, 2 submit, poll and cancel held jobs, 2 call ListAgents: about
+    3,000 calls, 2,000 of them running a Slurm command. A child process that crashed before its
+    command ran (grpc's fork handlers in a forked child) used to fail a few percent of them.
+    """
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"plugins": {"slurm": local.plugins}}))
+    connectors = [arg for name in CONNECTORS for arg in ("--connector", name)]
+    quiet = ("--log-level", "error", "--no-access-log", "--no-entry-points")
+    failures: list[str] = []
+    calls = {"create": 0, "get": 0, "delete": 0, "list": 0}
+
+    async def call(kind: str, coro: Any) -> Any:
+        calls[kind] += 1
+        try:
+            return await coro
+        except grpc.aio.AioRpcError as exc:
+            failures.append(f"{kind}: {exc.code().name}: {exc.details()}")
+            return None
+
+    async with serve_process(*connectors, *quiet, "--config-file", str(config)) as served:
+        assert served.proc.stderr is not None
+        log = asyncio.ensure_future(asyncio.to_thread(served.proc.stderr.read))  # a full pipe would stall it
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            svc = Remote(channel)
+            meta = await create_task(svc, local.template("shell_wait"))
+            job_id = job_id_of(await poll(svc, meta, running))
+
+            async def poller() -> None:
+                for _ in range(400):
+                    resource = await call("get", get_task(svc, meta, "slurm"))
+                    if resource is not None and resource.phase != Phase.RUNNING:
+                        failures.append(f"get: {Phase.Phase.Name(resource.phase)}: {resource.message}")
+
+            async def submitter() -> None:
+                held = local.template("shell_wait")
+                held.custom["sbatch_config"]["hold"] = True
+                for _ in range(100):
+                    created = await call("create", create_task(svc, held))
+                    if created is None:
+                        continue
+                    resource = await call("get", get_task(svc, created, "slurm"))
+                    if resource is not None and resource.phase != Phase.QUEUED:
+                        failures.append(f"get held: {Phase.Phase.Name(resource.phase)}: {resource.message}")
+                    await call("delete", delete_task(svc, created, "slurm"))
+
+            async def lister() -> None:
+                for _ in range(500):
+                    await call("list", svc.metadata_stub.ListAgents(agent_pb2.ListAgentsRequest(), timeout=10))
+
+            await asyncio.gather(*(poller() for _ in range(4)), *(submitter() for _ in range(2)), lister(), lister())
+            local.go(job_id)
+            assert (await poll(svc, meta)).phase == Phase.SUCCEEDED
+    await log
+    assert sum(calls.values()) >= 3000
+    assert not failures, f"{len(failures)} of {sum(calls.values())} calls failed, e.g. {failures[:5]}"
 
 
 # --------------------------------------------------------------------------- SSH only
@@ -656,6 +723,7 @@ def test_sbatch_argv_quotes_nothing_and_merges_export() -> None:
         {"job-name": "a; b", "nodes": 2.0, "exclusive": True, "requeue": False, "export": "NONE", "N": 1.0},
         outputs_file="/w/flyte-x.outputs.json",
         default_output="/w/slurm-%j.out",
+        script_path="/w/job.sh",
         script_args=["x y"],
     )
     assert argv == [
@@ -669,7 +737,7 @@ def test_sbatch_argv_quotes_nothing_and_merges_export() -> None:
         "--export=NONE,FLYTE_SLURM_OUTPUTS=/w/flyte-x.outputs.json",
         "--output=/w/slurm-%j.out",
         "--",
-        "/dev/stdin",
+        "/w/job.sh",
         "x y",
     ]
     line = _commands.shell_line(["sbatch", "--job-name=a; b"], {"SLURM_CONF": "/x y"}, mkdir="/w d")
