@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -185,6 +186,7 @@ async def test_jobs_fail_cancel_and_get_their_text_verbatim(site: Site) -> None:
             cancelled_job(site, svc),
             shell_metacharacters(site, svc),
             batch_script_arguments(site, svc),
+            stdin_script_arguments(site, svc),
             function_task_arguments(site, svc),
         )
 
@@ -243,6 +245,23 @@ async def batch_script_arguments(site: Site, svc: Running) -> None:
     assert Path("/tmp/pwned").exists() == existed
 
 
+async def stdin_script_arguments(site: Site, svc: Running) -> None:
+    """A SlurmShellTask's script (any interpreter) gets batch_script_args verbatim, never through /dev/stdin."""
+    template = site.template("shell_ok", outputs={"args": str})
+    template.custom["script"] = (
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        'json.dump({{"args": json.dumps(sys.argv[1:])}}, open(os.environ["FLYTE_SLURM_OUTPUTS"], "w"))\n'
+    )
+    args = ["two words", "$HOME", "it's", "; touch /tmp/pwned", "-x"]
+    template.custom["batch_script_args"] = args
+    done = await poll(svc, await create_task(svc, template))
+    assert done.phase == Phase.SUCCEEDED, done.message
+    assert json.loads(outputs_of(done, template)["args"]) == args
+    script = site.cluster.job(job_id_of(done))["Command"]
+    assert script != "/dev/stdin" and not Path(script).exists()  # the wrapper's temporary copy is gone
+
+
 async def function_task_arguments(site: Site, svc: Running) -> None:
     """The slurm_fn template, with a recording command in place of pyflyte-execute."""
     template = site.template("fn")
@@ -269,6 +288,42 @@ async def test_a_job_the_controller_does_not_know(site: Site) -> None:
         assert resource.phase == Phase.FAILED
         assert "Slurm job 987654 is unknown to the controller" in resource.message
         await delete_task(svc, json.dumps(meta).encode(), "slurm")  # unknown: fine
+
+
+async def test_a_command_that_gives_no_answer_is_unavailable_not_a_refusal(site: Site, tmp_path: Path) -> None:
+    """sbatch/scontrol killed by a signal, missing, or hanging: UNAVAILABLE (retried), never INVALID_ARGUMENT.
+
+    Real stand-in commands on the PATH the connector passes (``plugins.slurm.env``), with and
+    without script arguments (directly, and through the stdin wrapper's shell).
+    """
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("sbatch", "scontrol"):
+        (fake / name).symlink_to(tmp_path / f"{name}.sh")
+    for tool in ("sh", "mktemp", "cat", "rm", "sleep"):  # what the wrapper and the stand-ins use; no Slurm
+        (fake / tool).symlink_to(str(shutil.which(tool)))
+    env = {**site.cluster.env, "PATH": str(fake)}
+    cases = [
+        ("kill -SEGV $$", "SIGSEGV|status 139"),
+        ("kill -ABRT $$", "SIGABRT|status 134"),
+        ("exec sleep 30", "did not answer within"),
+        (None, "not installed|exit 127"),
+    ]
+    async with site.service(env=env, command_timeout=2) as svc:
+        for body, expected in cases:
+            for name in ("sbatch", "scontrol"):
+                script = tmp_path / f"{name}.sh"
+                script.unlink(missing_ok=True)
+                if body is not None:
+                    script.write_text(f"#!/bin/sh\n{body}\n")
+                    script.chmod(0o755)
+            for template in ("shell_ok", "shell_wait"):  # the second has arguments: the wrapper runs sbatch
+                error = await rpc_error(create_task(svc, site.template(template)))
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                assert re.search(expected, error.details()), error.details()
+            meta = json.dumps({"job_id": "5", "host": site.host, "local": site.kind == "local"}).encode()
+            error = await rpc_error(get(svc, meta))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE and re.search(expected, error.details())
 
 
 # --------------------------------------------------------------------------- local only
