@@ -33,6 +33,8 @@ from connector_service.testing import _variables
 from connectors.slurm import _commands
 from connectors.slurm.settings import parse_host_entry
 from connectors.slurm.states import KNOWN_STATES, job_status, phase_of
+from tests.connectors.flytekit_venv import BUILD_TIMEOUT as FLYTEKIT_BUILD_TIMEOUT
+from tests.connectors.flytekit_venv import flytekit_venv, require_venv  # noqa: F401
 from tests.connectors.slurm_cluster import CAPTURED, SlurmCluster, SSHServer, slurm_cluster, sshd  # noqa: F401
 from tests.utils import FIXTURES, Running, Stubs, create_task, delete_task, get_task, run_service, serve_process
 
@@ -40,7 +42,6 @@ Phase = execution_pb2.TaskExecution
 FLYTEKIT = FIXTURES / "flytekit"
 CONNECTORS = ("connectors.slurm:SlurmScriptConnector", "connectors.slurm:SlurmFunctionConnector")
 TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.RETRYABLE_FAILED, Phase.ABORTED}
-FKVENV = Path("/tmp/fkvenv")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -408,14 +409,12 @@ async def test_controller_down_is_unavailable_then_the_outcome_is_reported(local
         assert done.phase == Phase.SUCCEEDED and outputs_of(done, template) == {"count": 3}
 
 
-@pytest.mark.skipif(
-    not (FKVENV / "bin" / "pyflyte-execute").exists(), reason="needs /tmp/fkvenv with flytekitplugins-slurm"
-)
-async def test_function_task_runs_pyflyte_execute_for_real(local: Site, tmp_path: Path) -> None:
-    probe = [str(FKVENV / "bin" / "python"), "-c", "import flytekitplugins.slurm"]
-    check = await asyncio.to_thread(subprocess.run, probe, capture_output=True)
-    if check.returncode != 0:
-        pytest.skip("/tmp/fkvenv lacks flytekitplugins-slurm (pip install flytekitplugins-slurm==1.16.31)")
+@pytest.mark.timeout(FLYTEKIT_BUILD_TIMEOUT + 120)  # the first run on a machine builds the venv
+async def test_function_task_runs_pyflyte_execute_for_real(
+    local: Site,
+    tmp_path: Path,
+    flytekit_venv: Path,  # noqa: F811
+) -> None:
     template = local.template("fn")
     inputs = tmp_path / "inputs.pb"
     shutil.copy(FLYTEKIT / "slurm_fn_inputs.pb", inputs)  # {"x": 41}
@@ -429,7 +428,7 @@ async def test_function_task_runs_pyflyte_execute_for_real(local: Site, tmp_path
     args = [rendered.get(arg, arg) for arg in template.container.args]
     del template.container.args[:]
     template.container.args.extend(args)
-    env = {**local.cluster.env, "PATH": f"{FKVENV / 'bin'}:/usr/bin:/bin", "PYTHONPATH": str(FIXTURES)}
+    env = {**local.cluster.env, "PATH": f"{flytekit_venv / 'bin'}:/usr/bin:/bin", "PYTHONPATH": str(FIXTURES)}
     async with local.service(env=env) as svc:
         meta = await create_task(svc, template)
         done = await poll(svc, meta, task_type="slurm_fn", seconds=45)
@@ -445,6 +444,7 @@ class Remote(Stubs):
     channel: grpc.aio.Channel
 
 
+@pytest.mark.timeout(300)  # ~15 s on 2 idle cores; a loaded machine is slower, not wrong
 async def test_concurrent_load_on_the_default_loop_loses_no_command(local: Site, tmp_path: Path) -> None:
     """The daemon as operators run it (its own process, uvloop) under mixed load: every Slurm call succeeds.
 
@@ -827,3 +827,16 @@ def test_missing_binaries_skip_locally_and_fail_under_ci(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set"):
         module.require(("sbatch",), "x")
+
+
+def test_a_flytekit_venv_that_cannot_be_built_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "a file"
+    blocked.write_text("")  # so nothing can be made under it
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="cannot build the flytekit venv"):
+        require_venv(blocked / "venv")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        require_venv(blocked / "venv")
