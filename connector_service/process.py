@@ -187,7 +187,8 @@ class _Run:
         except FileNotFoundError as exc:
             if cwd is not None and exc.filename is not None and os.fsdecode(exc.filename) == os.fspath(cwd):
                 raise CommandError(f"cannot run {program}: no directory {os.fspath(cwd)}") from None
-            raise CommandError(f"{program} is not installed (not found on PATH)") from None
+            where = "" if "/" in program else " on PATH"
+            raise CommandError(f"{program} is not installed (not found{where})") from None
         except OSError as exc:
             raise CommandError(f"cannot run {program}: {exc.strerror or exc}") from None
         finally:

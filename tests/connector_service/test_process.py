@@ -32,9 +32,9 @@ def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], 
     return LOOPS[request.param]
 
 
-def zombie_children() -> list[int]:
+def zombie_children() -> set[int]:
     """This process's children that exited and were never reaped."""
-    found = []
+    found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -42,8 +42,15 @@ def zombie_children() -> list[int]:
             except OSError:
                 continue
             if int(fields[1]) == os.getpid() and fields[0] == "Z":
-                found.append(int(entry.name))
+                found.add(int(entry.name))
     return found
+
+
+@pytest.fixture
+def new_zombies() -> Callable[[], set[int]]:
+    """Zombie children that appeared during the test (other tests' leftovers are not its doing)."""
+    before = zombie_children()
+    return lambda: zombie_children() - before
 
 
 def gone(pid: int) -> bool:
@@ -90,7 +97,9 @@ def test_stdin_is_a_pipe_that_dev_stdin_can_open(run: Callable[..., Any]) -> Non
     assert result.stdout == b"xpipe\n", result.stderr
 
 
-def test_missing_program_killed_by_a_signal_and_timeout_are_unavailable(run: Callable[..., Any]) -> None:
+def test_missing_program_killed_by_a_signal_and_timeout_are_unavailable(
+    run: Callable[..., Any], new_zombies: Callable[[], set[int]]
+) -> None:
     with pytest.raises(CommandError, match="no-such-program-xyz is not installed") as missing:
         run(run_command(["no-such-program-xyz"], timeout=10))
     assert isinstance(missing.value, UnavailableError) and missing.value.signal is None
@@ -103,10 +112,12 @@ def test_missing_program_killed_by_a_signal_and_timeout_are_unavailable(run: Cal
 
     with pytest.raises(CommandError, match="no directory /no/such/dir"):
         run(run_command(["true"], timeout=10, cwd="/no/such/dir"))
-    assert not zombie_children()
+    assert not new_zombies()
 
 
-def test_timeout_and_cancellation_kill_the_whole_group_and_reap_it(run: Callable[..., Any], tmp_path: Path) -> None:
+def test_timeout_and_cancellation_kill_the_whole_group_and_reap_it(
+    run: Callable[..., Any], tmp_path: Path, new_zombies: Callable[[], set[int]]
+) -> None:
     """The command and what it started are killed; the command is reaped (no zombie child is left)."""
     pid_file = tmp_path / "pid"
     script = f"sleep 300 & echo $! > {pid_file}; wait"
@@ -117,7 +128,7 @@ def test_timeout_and_cancellation_kill_the_whole_group_and_reap_it(run: Callable
     assert info.value.signal == signal.SIGKILL and time.monotonic() - started < 30
     sleeper = int(pid_file.read_text())
     wait_until(lambda: gone(sleeper), "the command's own child outlived the timeout")
-    wait_until(lambda: not zombie_children(), "the killed command was not reaped")
+    wait_until(lambda: not new_zombies(), "the killed command was not reaped")
 
     pid_file.unlink()
 
@@ -129,13 +140,15 @@ def test_timeout_and_cancellation_kill_the_whole_group_and_reap_it(run: Callable
         with pytest.raises(asyncio.CancelledError):
             await task
         sleeper = int(pid_file.read_text())
-        while not gone(sleeper) or zombie_children():  # the loop reaps it: keep it running meanwhile
+        while not gone(sleeper) or new_zombies():  # the loop reaps it: keep it running meanwhile
             await asyncio.sleep(0.02)
 
     run(asyncio.wait_for(cancelled(), 30))
 
 
-def test_exit_is_awaited_without_pidfds_too(run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exit_is_awaited_without_pidfds_too(
+    run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, new_zombies: Callable[[], set[int]]
+) -> None:
     def no_pidfd(pid: int) -> int:
         raise OSError(38, "Function not implemented")
 
@@ -143,10 +156,10 @@ def test_exit_is_awaited_without_pidfds_too(run: Callable[..., Any], monkeypatch
     assert run(run_command(["sh", "-c", "echo ok; exit 4"], timeout=10)).returncode == 4
     with pytest.raises(CommandError, match="did not finish"):
         run(run_command(["sleep", "300"], timeout=0.3))
-    wait_until(lambda: not zombie_children(), "the killed command was not reaped")
+    wait_until(lambda: not new_zombies(), "the killed command was not reaped")
 
 
-def test_thousands_of_commands_next_to_a_busy_grpc_server_on_uvloop() -> None:
+def test_thousands_of_commands_next_to_a_busy_grpc_server_on_uvloop(new_zombies: Callable[[], set[int]]) -> None:
     """3,000 GetTask calls, each running a command in the serving process, with ListAgents alongside.
 
     With asyncio.create_subprocess_exec (libuv's fork under uvloop) some children died of
@@ -185,4 +198,4 @@ def test_thousands_of_commands_next_to_a_busy_grpc_server_on_uvloop() -> None:
     done = uvloop.run(main())
     assert not failures, f"{len(failures)} of 3000 calls failed, e.g. {failures[:3]}"
     assert done == 3000
-    assert not zombie_children()
+    assert not new_zombies()
