@@ -77,7 +77,7 @@ def sbatch_argv(
     With no ``script_path`` the script comes from stdin; sbatch reads it there only without
     script arguments, so with arguments a small ``sh`` wrapper (``STDIN_SCRIPT_WRAPPER``) copies
     stdin to a temporary file, submits that, and removes it. Not ``/dev/stdin``: it cannot be
-    opened when stdin is a socket (uvloop's pipes, some sshd set-ups).
+    opened when stdin is a socket (what uvloop gives a child for a pipe; what some sshd give).
     """
     argv = ["sbatch", "--parsable"]
     export = f"ALL,{OUTPUTS_ENV}={outputs_file}"
