@@ -321,6 +321,28 @@ class _Run:
         child to be reaped, so the caller returns with no zombie left behind even if its loop ends next."""
         self.kill()
         await asyncio.wait([self._exit], timeout=_REAP_WAIT)
+        if self._exit.done() and self.proc is not None:
+            await self._reap_orphans(self.proc.pid)
+
+    async def _reap_orphans(self, group: int) -> None:
+        """Reap what the killed command had started, if it became ours.
+
+        When the service is PID 1 (a container's entrypoint, with no init) or a subreaper, the
+        processes a killed command started are handed to it when their parent dies, and nothing
+        else would ever reap them. Only that process group's members are waited for (never
+        ``-1``, which would take other commands' exit statuses), and only once its leader has
+        been reaped; where they are not ours (the usual case) the first call says so.
+        """
+        deadline = self.loop.time() + _REAP_WAIT
+        while True:
+            try:
+                pid, _ = os.waitpid(-group, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+            except ChildProcessError:
+                return  # none of the group is (any longer) a child of ours
+            if pid == 0:  # some are ours and not dead yet: SIGKILL takes a moment
+                if self.loop.time() > deadline:
+                    return
+                await asyncio.sleep(0.01)
 
     def close(self) -> None:
         """Stop watching the pipes and close them; a child still running is killed, and reaped

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -22,7 +24,7 @@ from flyteidl.admin import agent_pb2
 
 from connector_service import CommandError, UnavailableError, run_command
 from connector_service.testing import task_template
-from tests.utils import create_task, get_task, run_service
+from tests.utils import ENV, create_task, get_task, run_service
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {"uvloop": uvloop.run, "asyncio": asyncio.run}
 
@@ -199,3 +201,29 @@ def test_thousands_of_commands_next_to_a_busy_grpc_server_on_uvloop(new_zombies:
     assert not failures, f"{len(failures)} of 3000 calls failed, e.g. {failures[:3]}"
     assert done == 3000
     assert not new_zombies()
+
+
+SUBREAPER = """
+import ctypes, os, sys, uvloop
+from connector_service import CommandError, run_command
+
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans become ours, as PID 1's
+try:
+    uvloop.run(run_command(["sh", "-c", "sleep 300 & sleep 300 & wait"], timeout=0.5))
+except CommandError:
+    pass
+def parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except OSError:  # gone meanwhile
+        return None
+print(sum(parent(p) == os.getpid() for p in os.listdir("/proc") if p.isdigit()))
+"""
+
+
+def test_a_service_that_is_pid_1_reaps_what_a_killed_command_started() -> None:
+    """In a container the service is PID 1: a killed command's children are handed to it, and reaped."""
+    result = subprocess.run([sys.executable, "-c", SUBREAPER], capture_output=True, text=True, timeout=60, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"  # neither sleep is left, running or as a zombie
