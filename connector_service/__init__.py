@@ -23,6 +23,7 @@ from connector_service.connector import (
 )
 from connector_service.errors import InvalidRequestError, NotFoundError, PreconditionError, UnavailableError
 from connector_service.plugins import CommaList
+from connector_service.process import CommandError, CommandResult, run_command
 from connector_service.registry import ConnectorNotFoundError, ConnectorRegistry, RegistryError
 from connector_service.secrets import SecretNotFoundError, get_secret
 from connector_service.server import ConnectorService
@@ -32,6 +33,7 @@ __all__ = [
     # The connector SDK
     "AsyncConnectorBase",
     "CommaList",
+    "CommandResult",
     "Connection",
     "ConnectorBase",
     "Directory",
@@ -48,7 +50,9 @@ __all__ = [
     "is_terminal_phase",
     "read_custom",
     "read_inputs",
+    "run_command",
     # Errors a connector may raise or meet
+    "CommandError",
     "ConnectorNotFoundError",
     "InvalidRequestError",
     "LiteralConversionError",

@@ -26,6 +26,7 @@ from connector_service import (
     SyncConnectorBase,
     read_custom,
     read_inputs,
+    run_command,
 )
 from sensors import BaseSensor
 
@@ -238,3 +239,35 @@ class LifecycleConnector(AsyncConnectorBase):
 
 
 lifecycle = LifecycleConnector()
+
+
+@dataclass
+class CommandMeta(ResourceMeta):
+    argv: list[str]
+    stdin: str | None = None
+
+
+class CommandConnector(AsyncConnectorBase):
+    """Each GetTask runs ``custom.argv`` (through ``run_command``) and answers with what it printed."""
+
+    name = "Command Connector"
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=CommandMeta, task_type_name="command", task_type_version=0)
+
+    async def create(
+        self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any
+    ) -> CommandMeta:
+        custom = read_custom(task_template)
+        return CommandMeta(argv=[str(a) for a in custom["argv"]], stdin=custom.get("stdin"))
+
+    async def get(self, resource_meta: CommandMeta, **kw: Any) -> Resource:
+        result = await run_command(resource_meta.argv, input=resource_meta.stdin, timeout=10)
+        phase = Phase.SUCCEEDED if result.returncode == 0 else Phase.FAILED
+        return Resource(phase=phase, message=result.stdout_text)
+
+    async def delete(self, resource_meta: CommandMeta, **kw: Any) -> None:
+        return None
+
+
+command = CommandConnector()

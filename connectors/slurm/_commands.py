@@ -1,9 +1,9 @@
 """Slurm command lines and their output: sbatch options, batch scripts, ``scontrol -o show job``.
 
 Everything a template supplies ends up either in one argv element (``--key=value``) or in the
-batch script, which travels on sbatch's stdin: never inside a command line that a shell
-parses. For SSH, ``shell_line`` quotes every element, because the remote side always runs the
-command through the login shell.
+batch script, which travels on stdin: never inside a command line that a shell parses
+unquoted. For SSH, ``shell_line`` quotes every element, because the remote side always runs
+the command through the login shell.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from connector_service import Directory, File, InvalidRequestError
 __all__ = [
     "OUTPUTS_ENV",
     "FN_PLACEHOLDER",
+    "STDIN_SCRIPT_WRAPPER",
     "interpolate",
     "parse_job_id",
     "parse_show_job",
@@ -73,7 +74,10 @@ def sbatch_argv(
 
     The job always gets ``FLYTE_SLURM_OUTPUTS`` through ``--export`` (merged with the task's
     own ``export`` option), so it reaches the job however the site set SBATCH_EXPORT.
-    With no ``script_path`` the script comes from stdin (``/dev/stdin`` when it has arguments).
+    With no ``script_path`` the script comes from stdin; sbatch reads it there only without
+    script arguments, so with arguments a small ``sh`` wrapper (``STDIN_SCRIPT_WRAPPER``) copies
+    stdin to a temporary file, submits that, and removes it. Not ``/dev/stdin``: it cannot be
+    opened when stdin is a socket (what uvloop gives a child for a pipe; what some sshd give).
     """
     argv = ["sbatch", "--parsable"]
     export = f"ALL,{OUTPUTS_ENV}={outputs_file}"
@@ -103,8 +107,24 @@ def sbatch_argv(
     if script_path is not None:
         argv += ["--", script_path, *script_args]
     elif script_args:
-        argv += ["--", "/dev/stdin", *script_args]
+        argv = ["sh", "-c", STDIN_SCRIPT_WRAPPER.format(sbatch=shlex.join(argv)), "sh", *script_args]
     return argv
+
+
+STDIN_SCRIPT_WRAPPER = """\
+f=$(mktemp) || exit 125
+cat > "$f" || {{ rm -f -- "$f"; exit 125; }}
+{sbatch} -- "$f" "$@"
+s=$?
+rm -f -- "$f"
+exit "$s"
+"""
+"""``sh -c`` text that submits the script on stdin with the script arguments ``"$@"``.
+
+``{sbatch}`` is the quoted sbatch command line; sbatch reads the file when it submits, so the
+file can go right after. It fails with 125 when it cannot make the file; the script itself is
+never rewritten (its shebang may name any interpreter).
+"""
 
 
 def shell_line(argv: Sequence[str], env: Mapping[str, str] | None = None, mkdir: str | None = None) -> str:

@@ -6,15 +6,17 @@ SSH the remote login shell parses the command, so every element is quoted
 (``_commands.shell_line``). One SSH connection per (host, port, user) is shared by every
 call through ``SharedClients``; a connection that dropped is discarded and made again.
 
+Locally, commands run through the SDK's ``run_command`` (never a fork of the serving process,
+whose gRPC threads made forked children crash under uvloop).
+
 Failures to *reach* Slurm (SSH down, a command that does not answer in time, a binary that
-is missing) raise ``UnavailableError``: propeller then polls again instead of failing a job
-that may be running fine.
+is missing, a command killed by a signal) raise ``UnavailableError``: propeller then polls
+again instead of failing a job that may be running fine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import logging
 import os
@@ -25,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connector_service import SecretNotFoundError, SharedClients, UnavailableError, get_secret
+from connector_service import (
+    CommandError,
+    SecretNotFoundError,
+    SharedClients,
+    UnavailableError,
+    get_secret,
+    run_command,
+)
+from connector_service.process import DEFAULT_ENV_NAMES, signal_name
 from connectors.slurm._commands import shell_line
 
 if TYPE_CHECKING:
@@ -35,7 +45,7 @@ __all__ = ["Completed", "LocalTransport", "SSHKey", "SSHPool", "SSHTransport", "
 
 _log = logging.getLogger(__name__)
 
-_PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SLURM_CONF")
+_PASSED_ENV = (*DEFAULT_ENV_NAMES, "SLURM_CONF")
 """What a locally submitted job inherits from the service's environment (plus ``plugins.slurm.env``)."""
 
 
@@ -128,30 +138,20 @@ class LocalTransport(Transport):
                 raise UnavailableError(f"cannot create {mkdir} on {self.where}: {exc.strerror}") from None
         home = Path.home()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self._env,
-                cwd=home if home.is_dir() else None,
-                start_new_session=True,
+            result = await run_command(
+                argv, input=stdin, timeout=timeout, env=self._env, cwd=home if home.is_dir() else None
             )
-        except FileNotFoundError:
-            raise UnavailableError(f"{argv[0]} is not installed on {self.where} (not on PATH)") from None
-        try:
-            async with asyncio.timeout(timeout):
-                out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-        except TimeoutError:
-            raise UnavailableError(
-                f"{argv[0]} on {self.where} did not answer within {timeout:.1f} s (is the Slurm controller up?)"
-            ) from None
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        return Completed(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+        except CommandError as exc:
+            raise UnavailableError(_no_answer(argv[0], self.where, timeout, exc)) from None
+        return Completed(result.returncode, result.stdout_text, result.stderr_text)
+
+
+def _no_answer(program: str, where: str, timeout: float, exc: CommandError) -> str:
+    if exc.timed_out:
+        return f"{program} on {where} did not answer within {timeout:.1f} s (is the Slurm controller up?)"
+    if exc.signal is not None:
+        return f"{program} on {where} was killed by {signal_name(exc.signal)} before it answered"
+    return f"cannot run {program} on {where}: {exc}"
 
 
 # --------------------------------------------------------------------------- SSH
@@ -330,8 +330,13 @@ class SSHTransport(Transport):
                 if attempt == 1 and idempotent:
                     continue
                 raise UnavailableError(f"lost the SSH connection to {self.where}: {_describe(exc)}") from None
-            status = result.exit_status if result.exit_status is not None and result.exit_status >= 0 else 255
-            return Completed(status, _text(result.stdout), _text(result.stderr))
+            if result.exit_signal:  # (name, core dumped, message, language)
+                raise UnavailableError(
+                    f"{argv[0]} on {self.where} was killed by SIG{result.exit_signal[0]} before it answered"
+                )
+            if result.exit_status is None or result.exit_status < 0:
+                raise UnavailableError(f"{argv[0]} on {self.where} ended without an exit status")
+            return Completed(result.exit_status, _text(result.stdout), _text(result.stderr))
         raise AssertionError("unreachable")
 
 

@@ -304,8 +304,20 @@ class _SlurmConnector(AsyncConnectorBase):
 
     @staticmethod
     def _raise_unreachable(status: int, stderr: str, command: str, transport: Transport) -> None:
+        """UNAVAILABLE when the status or stderr says the command never got to answer.
+
+        Slurm's commands refuse with status 1 or 255. A shell between us and them (SSH, the
+        stdin wrapper) turns "not found" into 127, "not executable" into 126, a death by signal
+        into 128 + the signal, and the wrapper's own failure into 125.
+        """
         if status == 127:
             raise UnavailableError(f"slurm: {command} is not installed on {transport.where} (exit 127)")
+        if 125 <= status < 255:
+            lines = [s.strip() for s in stderr.splitlines() if s.strip()]
+            detail = f": {lines[-1][:300]}" if lines else ""
+            raise UnavailableError(
+                f"slurm: {command} on {transport.where} ended without an answer (exit status {status}){detail}"
+            )
         if any(text in stderr for text in _UNREACHABLE):
             line = [s for s in stderr.splitlines() if s.strip()][-1].strip()[:300]
             raise UnavailableError(f"slurm: the Slurm controller cannot be reached from {transport.where}: {line}")

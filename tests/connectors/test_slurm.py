@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -32,14 +33,15 @@ from connector_service.testing import _variables
 from connectors.slurm import _commands
 from connectors.slurm.settings import parse_host_entry
 from connectors.slurm.states import KNOWN_STATES, job_status, phase_of
+from tests.connectors.flytekit_venv import BUILD_TIMEOUT as FLYTEKIT_BUILD_TIMEOUT
+from tests.connectors.flytekit_venv import flytekit_venv, require_venv  # noqa: F401
 from tests.connectors.slurm_cluster import CAPTURED, SlurmCluster, SSHServer, slurm_cluster, sshd  # noqa: F401
-from tests.utils import FIXTURES, Running, create_task, delete_task, get_task, run_service
+from tests.utils import FIXTURES, Running, Stubs, create_task, delete_task, get_task, run_service, serve_process
 
 Phase = execution_pb2.TaskExecution
 FLYTEKIT = FIXTURES / "flytekit"
 CONNECTORS = ("connectors.slurm:SlurmScriptConnector", "connectors.slurm:SlurmFunctionConnector")
 TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.RETRYABLE_FAILED, Phase.ABORTED}
-FKVENV = Path("/tmp/fkvenv")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -115,12 +117,12 @@ def site(request: pytest.FixtureRequest) -> Site:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
-async def get(svc: Running, meta: bytes, task_type: str = "slurm") -> agent_pb2.Resource:
+async def get(svc: Stubs, meta: bytes, task_type: str = "slurm") -> agent_pb2.Resource:
     return await get_task(svc, meta, task_type)
 
 
 async def poll(
-    svc: Running,
+    svc: Stubs,
     meta: bytes,
     until: Callable[[agent_pb2.Resource], bool] = lambda r: r.phase in TERMINAL,
     task_type: str = "slurm",
@@ -185,6 +187,7 @@ async def test_jobs_fail_cancel_and_get_their_text_verbatim(site: Site) -> None:
             cancelled_job(site, svc),
             shell_metacharacters(site, svc),
             batch_script_arguments(site, svc),
+            stdin_script_arguments(site, svc),
             function_task_arguments(site, svc),
         )
 
@@ -243,6 +246,23 @@ async def batch_script_arguments(site: Site, svc: Running) -> None:
     assert Path("/tmp/pwned").exists() == existed
 
 
+async def stdin_script_arguments(site: Site, svc: Running) -> None:
+    """A SlurmShellTask's script (any interpreter) gets batch_script_args verbatim, never through /dev/stdin."""
+    template = site.template("shell_ok", outputs={"args": str})
+    template.custom["script"] = (
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        'json.dump({{"args": json.dumps(sys.argv[1:])}}, open(os.environ["FLYTE_SLURM_OUTPUTS"], "w"))\n'
+    )
+    args = ["two words", "$HOME", "it's", "; touch /tmp/pwned", "-x"]
+    template.custom["batch_script_args"] = args
+    done = await poll(svc, await create_task(svc, template))
+    assert done.phase == Phase.SUCCEEDED, done.message
+    assert json.loads(outputs_of(done, template)["args"]) == args
+    script = site.cluster.job(job_id_of(done))["Command"]
+    assert script != "/dev/stdin" and not Path(script).exists()  # the wrapper's temporary copy is gone
+
+
 async def function_task_arguments(site: Site, svc: Running) -> None:
     """The slurm_fn template, with a recording command in place of pyflyte-execute."""
     template = site.template("fn")
@@ -269,6 +289,42 @@ async def test_a_job_the_controller_does_not_know(site: Site) -> None:
         assert resource.phase == Phase.FAILED
         assert "Slurm job 987654 is unknown to the controller" in resource.message
         await delete_task(svc, json.dumps(meta).encode(), "slurm")  # unknown: fine
+
+
+async def test_a_command_that_gives_no_answer_is_unavailable_not_a_refusal(site: Site, tmp_path: Path) -> None:
+    """sbatch/scontrol killed by a signal, missing, or hanging: UNAVAILABLE (retried), never INVALID_ARGUMENT.
+
+    Real stand-in commands on the PATH the connector passes (``plugins.slurm.env``), with and
+    without script arguments (directly, and through the stdin wrapper's shell).
+    """
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("sbatch", "scontrol"):
+        (fake / name).symlink_to(tmp_path / f"{name}.sh")
+    for tool in ("sh", "mktemp", "cat", "rm", "sleep"):  # what the wrapper and the stand-ins use; no Slurm
+        (fake / tool).symlink_to(str(shutil.which(tool)))
+    env = {**site.cluster.env, "PATH": str(fake)}
+    cases = [
+        ("kill -SEGV $$", "SIGSEGV|status 139"),
+        ("kill -ABRT $$", "SIGABRT|status 134"),
+        ("exec sleep 30", "did not answer within"),
+        (None, "not installed|exit 127"),
+    ]
+    async with site.service(env=env, command_timeout=2) as svc:
+        for body, expected in cases:
+            for name in ("sbatch", "scontrol"):
+                script = tmp_path / f"{name}.sh"
+                script.unlink(missing_ok=True)
+                if body is not None:
+                    script.write_text(f"#!/bin/sh\n{body}\n")
+                    script.chmod(0o755)
+            for template in ("shell_ok", "shell_wait"):  # the second has arguments: the wrapper runs sbatch
+                error = await rpc_error(create_task(svc, site.template(template)))
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                assert re.search(expected, error.details()), error.details()
+            meta = json.dumps({"job_id": "5", "host": site.host, "local": site.kind == "local"}).encode()
+            error = await rpc_error(get(svc, meta))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE and re.search(expected, error.details())
 
 
 # --------------------------------------------------------------------------- local only
@@ -353,14 +409,12 @@ async def test_controller_down_is_unavailable_then_the_outcome_is_reported(local
         assert done.phase == Phase.SUCCEEDED and outputs_of(done, template) == {"count": 3}
 
 
-@pytest.mark.skipif(
-    not (FKVENV / "bin" / "pyflyte-execute").exists(), reason="needs /tmp/fkvenv with flytekitplugins-slurm"
-)
-async def test_function_task_runs_pyflyte_execute_for_real(local: Site, tmp_path: Path) -> None:
-    probe = [str(FKVENV / "bin" / "python"), "-c", "import flytekitplugins.slurm"]
-    check = await asyncio.to_thread(subprocess.run, probe, capture_output=True)
-    if check.returncode != 0:
-        pytest.skip("/tmp/fkvenv lacks flytekitplugins-slurm (pip install flytekitplugins-slurm==1.16.31)")
+@pytest.mark.timeout(FLYTEKIT_BUILD_TIMEOUT + 120)  # the first run on a machine builds the venv
+async def test_function_task_runs_pyflyte_execute_for_real(
+    local: Site,
+    tmp_path: Path,
+    flytekit_venv: Path,  # noqa: F811
+) -> None:
     template = local.template("fn")
     inputs = tmp_path / "inputs.pb"
     shutil.copy(FLYTEKIT / "slurm_fn_inputs.pb", inputs)  # {"x": 41}
@@ -374,13 +428,81 @@ async def test_function_task_runs_pyflyte_execute_for_real(local: Site, tmp_path
     args = [rendered.get(arg, arg) for arg in template.container.args]
     del template.container.args[:]
     template.container.args.extend(args)
-    env = {**local.cluster.env, "PATH": f"{FKVENV / 'bin'}:/usr/bin:/bin", "PYTHONPATH": str(FIXTURES)}
+    env = {**local.cluster.env, "PATH": f"{flytekit_venv / 'bin'}:/usr/bin:/bin", "PYTHONPATH": str(FIXTURES)}
     async with local.service(env=env) as svc:
         meta = await create_task(svc, template)
         done = await poll(svc, meta, task_type="slurm_fn", seconds=45)
     assert done.phase == Phase.SUCCEEDED, done.message
     outputs = literals_pb2.LiteralMap.FromString((tmp_path / "out" / "outputs.pb").read_bytes())
     assert outputs.literals["o0"].scalar.primitive.integer == 42
+
+
+@dataclass
+class Remote(Stubs):
+    """Stubs for a service running in its own process."""
+
+    channel: grpc.aio.Channel
+
+
+@pytest.mark.timeout(300)  # ~15 s on 2 idle cores; a loaded machine is slower, not wrong
+async def test_concurrent_load_on_the_default_loop_loses_no_command(local: Site, tmp_path: Path) -> None:
+    """The daemon as operators run it (its own process, uvloop) under mixed load: every Slurm call succeeds.
+
+    4 clients poll a running job, 2 submit, poll and cancel held jobs, 2 call ListAgents: about
+    3,000 calls, 2,000 of them running a Slurm command. A child process that crashed before its
+    command ran (grpc's fork handlers in a forked child) used to fail a few percent of them.
+    """
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"plugins": {"slurm": local.plugins}}))
+    connectors = [arg for name in CONNECTORS for arg in ("--connector", name)]
+    quiet = ("--log-level", "error", "--no-access-log", "--no-entry-points")
+    failures: list[str] = []
+    calls = {"create": 0, "get": 0, "delete": 0, "list": 0}
+
+    async def call(kind: str, coro: Any) -> Any:
+        calls[kind] += 1
+        try:
+            return await coro
+        except grpc.aio.AioRpcError as exc:
+            failures.append(f"{kind}: {exc.code().name}: {exc.details()}")
+            return None
+
+    async with serve_process(*connectors, *quiet, "--config-file", str(config)) as served:
+        assert served.proc.stderr is not None
+        log = asyncio.ensure_future(asyncio.to_thread(served.proc.stderr.read))  # a full pipe would stall it
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            svc = Remote(channel)
+            meta = await create_task(svc, local.template("shell_wait"))
+            job_id = job_id_of(await poll(svc, meta, running))
+
+            async def poller() -> None:
+                for _ in range(400):
+                    resource = await call("get", get_task(svc, meta, "slurm"))
+                    if resource is not None and resource.phase != Phase.RUNNING:
+                        failures.append(f"get: {Phase.Phase.Name(resource.phase)}: {resource.message}")
+
+            async def submitter() -> None:
+                held = local.template("shell_wait")
+                held.custom["sbatch_config"]["hold"] = True
+                for _ in range(100):
+                    created = await call("create", create_task(svc, held))
+                    if created is None:
+                        continue
+                    resource = await call("get", get_task(svc, created, "slurm"))
+                    if resource is not None and resource.phase != Phase.QUEUED:
+                        failures.append(f"get held: {Phase.Phase.Name(resource.phase)}: {resource.message}")
+                    await call("delete", delete_task(svc, created, "slurm"))
+
+            async def lister() -> None:
+                for _ in range(500):
+                    await call("list", svc.metadata_stub.ListAgents(agent_pb2.ListAgentsRequest(), timeout=10))
+
+            await asyncio.gather(*(poller() for _ in range(4)), *(submitter() for _ in range(2)), lister(), lister())
+            local.go(job_id)
+            assert (await poll(svc, meta)).phase == Phase.SUCCEEDED
+    await log
+    assert sum(calls.values()) >= 3000
+    assert not failures, f"{len(failures)} of {sum(calls.values())} calls failed, e.g. {failures[:5]}"
 
 
 # --------------------------------------------------------------------------- SSH only
@@ -656,6 +778,7 @@ def test_sbatch_argv_quotes_nothing_and_merges_export() -> None:
         {"job-name": "a; b", "nodes": 2.0, "exclusive": True, "requeue": False, "export": "NONE", "N": 1.0},
         outputs_file="/w/flyte-x.outputs.json",
         default_output="/w/slurm-%j.out",
+        script_path="/w/job.sh",
         script_args=["x y"],
     )
     assert argv == [
@@ -669,7 +792,7 @@ def test_sbatch_argv_quotes_nothing_and_merges_export() -> None:
         "--export=NONE,FLYTE_SLURM_OUTPUTS=/w/flyte-x.outputs.json",
         "--output=/w/slurm-%j.out",
         "--",
-        "/dev/stdin",
+        "/w/job.sh",
         "x y",
     ]
     line = _commands.shell_line(["sbatch", "--job-name=a; b"], {"SLURM_CONF": "/x y"}, mkdir="/w d")
@@ -704,3 +827,16 @@ def test_missing_binaries_skip_locally_and_fail_under_ci(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set"):
         module.require(("sbatch",), "x")
+
+
+def test_a_flytekit_venv_that_cannot_be_built_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "a file"
+    blocked.write_text("")  # so nothing can be made under it
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="cannot build the flytekit venv"):
+        require_venv(blocked / "venv")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        require_venv(blocked / "venv")
