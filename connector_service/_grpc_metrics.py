@@ -176,7 +176,7 @@ class GrpcServerMetrics:
         )
         self._pool_size = Gauge(
             "flyte_connector_thread_pool_size",
-            "Size of the worker thread pool.",
+            "Threads of the worker pools: the shared one, plus each blocking connector's own once it is used.",
             registry=registry,
             multiprocess_mode="livesum",
         )
@@ -211,7 +211,8 @@ class GrpcServerMetrics:
     # -- thread pool ---------------------------------------------------------------------------
 
     def pool_size(self, n: int) -> None:
-        self._pool_size.set(n)
+        """Count a new pool of ``n`` threads (pools are added, never resized)."""
+        self._pool_size.inc(n)
 
     def run_busy(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run ``fn`` counting the calling (pool) thread as busy; for use inside the worker."""

@@ -21,6 +21,7 @@ from flyteidl.core import literals_pb2
 from flyteidl.service import agent_pb2_grpc
 
 from connector_service import _envelope
+from connector_service._bulkhead import Bulkhead, SaturatedError
 from connector_service._convert import fill_resource, get_task_response
 from connector_service._grpc_metrics import MethodMetrics, failure_code
 from connector_service.config import OPERATIONS, Settings
@@ -58,7 +59,17 @@ class _Call:
     extra coroutine layer is measurable server CPU.
     """
 
-    __slots__ = ("_context", "_op", "_start", "_category", "entry", "task_type", "execution_metadata", "sizes")
+    __slots__ = (
+        "_context",
+        "_op",
+        "_start",
+        "_category",
+        "_bulkhead",
+        "entry",
+        "task_type",
+        "execution_metadata",
+        "sizes",
+    )
 
     def __init__(self, context: grpc.aio.ServicerContext, op: _Op) -> None:
         self._context = context
@@ -69,6 +80,8 @@ class _Call:
         self.execution_metadata: Any = None
         """The request's TaskExecutionMetadata (Create, Sync): its id is formatted only for a log line."""
         self.sizes: dict[str, int] | None = None
+        self._bulkhead: Bulkhead | None = None
+        """The bulkhead whose slot this call holds, once admitted; released when the call ends."""
         if op.grpc is not None:
             op.grpc.begin()
         self._start = time.perf_counter()
@@ -96,12 +109,15 @@ class _Call:
         return self.entry
 
     def run(self, method: str, kwargs: dict[str, Any], extras: dict[str, Any] | None = None) -> Awaitable[Any]:
-        """Call the resolved connector's ``method`` within its budget; await the result.
+        """Admit the call to its connector's bulkhead, then call ``method`` within its budget.
 
         The budget is the caller's remaining deadline, less a margin for the reply, within the
         operation's cap; the connector is told it (as ``timeout``, if it asks for it). When the
         caller's deadline is the limit, grpc itself cancels the handler at that deadline; a
         timer of our own is needed (and paid for) only when the server-side cap is tighter.
+
+        Admission is inline: with room (and nobody waiting), it is two compares and an
+        increment. Without, the call waits briefly or is refused (``_queued``).
         """
         assert self.entry is not None
         cap = self._op.cap
@@ -113,12 +129,55 @@ class _Call:
         connector_method = self.entry.methods[method]
         if "timeout" in connector_method.explicit_params:
             kwargs["timeout"] = budget
-        awaitable = connector_method(kwargs, extras)
+        bulkhead = self.entry.bulkhead
+        if bulkhead is not None:
+            needs_thread = not connector_method.is_async
+            if (
+                bulkhead.inflight < bulkhead.max_concurrency
+                and (not needs_thread or bulkhead.threads_busy < bulkhead.max_threads)
+                and not bulkhead.waiters
+            ):
+                bulkhead.inflight += 1
+                if needs_thread:
+                    bulkhead.threads_busy += 1
+                self._bulkhead = bulkhead
+            else:
+                return self._queued(bulkhead, needs_thread, method, kwargs, extras, budget, capped)
+        awaitable = connector_method(kwargs, extras, bulkhead)
         return _bounded(awaitable, budget) if capped else awaitable
+
+    async def _queued(
+        self,
+        bulkhead: Bulkhead,
+        needs_thread: bool,
+        method: str,
+        kwargs: dict[str, Any],
+        extras: dict[str, Any] | None,
+        budget: float,
+        capped: bool,
+    ) -> Any:
+        """Wait briefly for room in the bulkhead (or be refused: ``SaturatedError``), then run."""
+        started = time.perf_counter()
+        remaining = self._context.time_remaining()
+        await bulkhead.wait(
+            needs_thread,
+            bulkhead.wait_budget(self._op.name, None if remaining is None else remaining - _DEADLINE_MARGIN),
+        )
+        self._bulkhead = bulkhead
+        waited = time.perf_counter() - started
+        budget = max(budget - waited, 0.0)
+        if "timeout" in kwargs:
+            kwargs["timeout"] = budget
+        awaitable = self.entry.methods[method](kwargs, extras, bulkhead)  # type: ignore[union-attr]
+        return await (_bounded(awaitable, budget) if capped else awaitable)
 
     def succeeded(self) -> None:
         elapsed = time.perf_counter() - self._start
         op = self._op
+        bulkhead = self._bulkhead
+        if bulkhead is not None:
+            bulkhead.observe(op.name, elapsed)
+            bulkhead.release()
         if op.grpc is not None:
             op.grpc.end_ok(elapsed)
         op.svc.metrics.observe_success(self.task_type, op.name, elapsed)
@@ -133,6 +192,8 @@ class _Call:
         """
         elapsed = time.perf_counter() - self._start
         op = self._op
+        if self._bulkhead is not None:
+            self._bulkhead.release()
         if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
             # Cancellation (the caller went away, or its deadline passed), or an abort already issued.
             if op.grpc is not None:
@@ -147,6 +208,11 @@ class _Call:
         if op.grpc is not None:
             op.grpc.end(failure.code, elapsed)
         op.svc.metrics.observe_failure(self.task_type, op.name, failure.error_code, elapsed)
+        if isinstance(exc, SaturatedError):
+            # Under overload a line per refused call would flood the log (and cost CPU when
+            # there is none to spare): the bulkhead logs a count per connector per second.
+            op.svc.metrics.observe_shed(self.task_type, op.name)
+            await self._context.abort(failure.code, failure.message)
         fields = self._fields(elapsed, failure.code.name)
         if failure.expected:
             _log.info(
