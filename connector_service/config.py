@@ -162,8 +162,8 @@ class Settings(BaseSettings):
     )
     limits: dict[str, ConnectorLimits] = Field(
         default_factory=dict,
-        description="Per task type bulkheads, e.g. {slurm: {max_concurrency: 200, max_threads: 16}}; a task type "
-        "that is not registered stops start-up. Env: CONNECTOR_LIMITS__SLURM__MAX_THREADS=16.",
+        description="Per task type bulkheads, e.g. {slurm: {max_concurrency: 200, max_threads: 16}}, and per sensor "
+        "as sensor/<name>; a name that is not registered stops start-up. Env: CONNECTOR_LIMITS__SLURM__MAX_THREADS=16.",
     )
     timeout_cap: float = Field(
         60.0, gt=0, description="Server-side upper bound in seconds on any connector call, whatever the deadline."
@@ -229,14 +229,17 @@ class Settings(BaseSettings):
     def operation_timeout(self, operation: str) -> float:
         return self.operation_timeouts.get(operation, self.timeout_cap)
 
-    def limits_for(self, task_type: str) -> tuple[int, int, float]:
-        """(max_concurrency, max_threads, max_wait) of ``task_type``'s bulkhead.
+    def limits_for(self, key: str, *, within: int | None = None) -> tuple[int, int, float]:
+        """(max_concurrency, max_threads, max_wait) of the bulkhead of ``key``: a task type, or
+        ``sensor/<name>`` for one sensor of the sensor engine (``within`` its calls).
 
-        By default one connector may hold half the server's concurrent calls, so a saturated
-        one leaves the other half to the rest, and as many threads of its own as the shared pool.
+        By default one connector may hold half the server's concurrent calls (one sensor, half
+        the engine's), so a saturated one leaves the other half to the rest, and as many threads
+        of its own as the shared pool.
         """
-        own = self.limits.get(task_type) or ConnectorLimits()
-        default_calls = max(1, self.max_concurrent_rpcs // 2) if self.max_concurrent_rpcs else 1_000_000
+        own = self.limits.get(key) or ConnectorLimits()
+        whole = self.max_concurrent_rpcs if within is None else within
+        default_calls = max(1, whole // 2) if whole else 1_000_000
         return (
             own.max_concurrency or default_calls,
             own.max_threads or self.thread_pool_size,

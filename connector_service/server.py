@@ -108,6 +108,10 @@ class ConnectorService:
         self.registry.sensor_engine.metrics = self.grpc_metrics
         self._check_limits()
         self._bulkheads = self.registry.add_bulkheads(self._bulkhead)
+        engine = self.registry.sensor_engine
+        engine_calls = settings.limits_for(engine.task_category.name)[0]
+        engine.bulkheads = {name: self._sensor_bulkhead(name, engine_calls) for name in self.registry.sensors()}
+        self._bulkheads += engine.bulkheads.values()
         await self._setup_plugins()
 
         options = [
@@ -215,12 +219,24 @@ class ConnectorService:
 
     def _check_limits(self) -> None:
         served = {entry.category.name for entry in self.registry.connectors()}
+        served |= {f"sensor/{name}" for name in self.registry.sensors()}
         unknown = sorted(set(self.settings.limits) - served)
         if unknown:
             raise StartupError(
                 f"limits: no connector serves task type(s) {', '.join(map(repr, unknown))} "
                 f"(served: {', '.join(sorted(served))})"
             )
+
+    def _sensor_bulkhead(self, name: str, engine_calls: int) -> Bulkhead:
+        calls, threads, wait = self.settings.limits_for(f"sensor/{name}", within=engine_calls)
+        prefix = f"connector-worker-sensor-{name}"[:48]
+        return Bulkhead(
+            f"sensor {name!r}",
+            max_concurrency=calls,
+            max_threads=threads,
+            max_wait=wait,
+            make_executor=lambda n: InstrumentedThreadPoolExecutor(n, self.grpc_metrics, thread_name_prefix=prefix),
+        )
 
     def _bulkhead(self, entry: RegisteredConnector) -> Bulkhead:
         calls, threads, wait = self.settings.limits_for(entry.category.name)

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -181,6 +182,36 @@ async def test_saturated_async_connector_is_limited_by_calls_in_flight() -> None
         assert (await get_task(svc, quick, name="slow", version=1)).phase == Phase.SUCCEEDED
 
 
+async def test_saturated_sensor_refuses_while_other_sensors_poke(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    marker.touch()
+    slow = task_template(
+        "sensor",
+        custom={
+            "sensor_module": "tests.sample_connectors",
+            "sensor_name": "SlowSensor",
+            "sensor_config": {"seconds": 30},
+        },
+        inputs={"marker": str},
+    )
+    files = task_template("sensor", custom={"sensor_name": "FileSensor"}, inputs={"path": str})
+    async with run_service(CONNECTORS, limits={"sensor/SlowSensor": {"max_concurrency": 2}}, max_queue_wait=0) as svc:
+        meta = await create_task(svc, slow, {"marker": str(marker)})
+        held = [asyncio.ensure_future(get_task(svc, meta, name="sensor", timeout=30)) for _ in range(2)]
+        bulkhead = svc.service.registry.sensor_engine.bulkheads["SlowSensor"]
+        await _wait_for(lambda: bulkhead.inflight == 2, "two pokes are in flight")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await get_task(svc, meta, name="sensor")
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "service saturated: sensor 'SlowSensor' has 2 calls in flight (limit 2)" in (err.value.details() or "")
+        # Another sensor of the same engine still pokes.
+        file_meta = await create_task(svc, files, {"path": str(marker)})
+        assert (await get_task(svc, file_meta, name="sensor")).phase == Phase.SUCCEEDED
+        for task in held:
+            task.cancel()
+        await _wait_for(lambda: bulkhead.inflight == 0, "the cancelled pokes have ended")
+
+
 # -- settings ------------------------------------------------------------------------------------
 
 
@@ -191,6 +222,7 @@ def test_limits_default_from_the_service_settings_and_override_per_task_type(mon
     assert settings.limits_for("webhook") == (300, 32, 0.1)
     settings = Settings.load(["--limits", '{"webhook": {"max_concurrency": 50, "max_wait": 0}}'])
     assert settings.limits_for("webhook") == (50, 64, 0.0)
+    assert settings.limits_for("sensor/FileSensor", within=500) == (250, 64, 0.1)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +240,7 @@ def test_bad_limits_stop_start_up_naming_the_field(limits: str, named: str) -> N
 
 
 async def test_limits_for_a_task_type_nobody_serves_stop_start_up() -> None:
-    settings = test_settings(limits={"gaet": {"max_threads": 2}})
+    settings = test_settings(limits={"gaet": {"max_threads": 2}, "sensor/SlowSensor": {"max_threads": 2}})
     from connector_service import ConnectorRegistry
 
     registry = ConnectorRegistry.build(CONNECTORS, use_entry_points=False)
