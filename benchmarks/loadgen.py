@@ -271,12 +271,24 @@ class Worker:
         }
 
     async def rate(
-        self, op: str, rate: float, t0: float, t1: float, timeout: float, max_inflight: int = 512
+        self,
+        op: str,
+        rate: float,
+        t0: float,
+        t1: float,
+        timeout: float,
+        max_inflight: int = 512,
+        by_start: bool = False,
     ) -> dict[str, Any]:
-        """Open loop: start ``rate`` calls per second whatever the answers, at most ``max_inflight`` at once."""
+        """Open loop: start ``rate`` calls per second whatever the answers, at most ``max_inflight`` at once.
+
+        A call counts if it ended within [t0, t1] or, ``by_start``, if it started within it
+        (then failed calls' latencies are kept too, by status).
+        """
         call = await self.prepare(op, timeout)
         hist: Counter[int] = Counter()
         errors: Counter[str] = Counter()
+        error_hists: dict[str, Counter[int]] = {}
         monotonic = time.monotonic
         inflight = 0
         skipped = 0
@@ -288,11 +300,13 @@ class Worker:
             code = await call()
             end = monotonic()
             inflight -= 1
-            if t0 <= end <= t1:
+            if t0 <= (start if by_start else end) <= t1:
                 if code is None:
                     hist[bucket(end - start)] += 1
                 else:
                     errors[code] += 1
+                    if by_start:
+                        error_hists.setdefault(code, Counter())[bucket(end - start)] += 1
 
         interval = 1.0 / rate
         due = monotonic()
@@ -311,7 +325,13 @@ class Worker:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(tasks)
-        return {"hist": sorted(hist.items()), "errors": dict(errors), "issued": issued, "skipped": skipped}
+        return {
+            "hist": sorted(hist.items()),
+            "errors": dict(errors),
+            "error_hists": {code: sorted(h.items()) for code, h in error_hists.items()},
+            "issued": issued,
+            "skipped": skipped,
+        }
 
     async def count(self, op: str, concurrency: int, calls: int, timeout: float) -> dict[str, Any]:
         call = await self.prepare(op, timeout)

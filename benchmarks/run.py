@@ -46,7 +46,7 @@ except ImportError:  # run with an interpreter without the project: use the repo
     raise
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.loadgen import OPS, percentile  # noqa: E402
+from benchmarks.loadgen import OPS, bucket_value, percentile  # noqa: E402
 
 CONNECTORS = ("bench_noop", "bench_sleep", "bench_slow", "bench_block", "bench_block2s", "bench_echo", "BenchSensor")
 MATRIX_OPS = tuple(op for op in OPS if op != "get_slow")
@@ -67,6 +67,9 @@ OVERLOAD_CALLS = 2000
 """overload: GetTask calls sent at once to ``bench_block2s`` (a plain ``def get`` blocking 2 s)."""
 OVERLOAD_FAST = 0.1
 """overload: a refusal within this many seconds is "shed fast"."""
+OVERLOAD_STEADY_RATE = 200.0
+"""overload, steady part: GetTask calls/s to ``bench_block2s`` for a few seconds (its threads serve ~32/s)."""
+OVERLOAD_STEADY_S = 5.0
 OVERLOAD_POLL_RATE = 50.0
 """overload: calls/s of each steady poller (GetTask bench_noop; ListAgents; health) during the burst."""
 OVERLOAD_POLLS = (("get_noop", "GetTask bench_noop"), ("list_agents", "ListAgents"), ("health", "health Check"))
@@ -898,6 +901,12 @@ def _overload_run(server: Server, clients: list[LoadClient]) -> dict[str, Any]:
     cpu1 = cpu_seconds(server.pid)
     outcomes = answer.get("outcomes", {})
     hists = {code: dict(h) for code, h in answer.get("hists", {}).items()}
+    refused: dict[str, int] = {}
+    for code in ("SHED_FAST", "SHED_SLOW"):
+        for k, v in hists.get(code, {}).items():
+            refused[k] = refused.get(k, 0) + v
+    if refused:
+        hists["REFUSED"] = refused
     latency = {
         code: {
             "p50_ms": _ms(percentile({int(k): v for k, v in h.items()}, 0.5)),
@@ -906,6 +915,41 @@ def _overload_run(server: Server, clients: list[LoadClient]) -> dict[str, Any]:
         for code, h in hists.items()
     }
     known = ("OK", "SHED_FAST", "SHED_SLOW", "DEADLINE_EXCEEDED", "CANCELLED")
+    # Steady overload: calls keep coming at a rate the connector cannot serve.
+    time.sleep(max(0.0, t0 + 0.5 + CALL_TIMEOUT + 1.5 - time.monotonic()))
+    s0 = time.monotonic() + 0.3
+    burst.send(
+        {
+            "cmd": "rate",
+            "op": "get_block2s",
+            "rate": OVERLOAD_STEADY_RATE,
+            "t0": s0,
+            "t1": s0 + OVERLOAD_STEADY_S,
+            "timeout": CALL_TIMEOUT,
+            "max_inflight": 100_000,
+            "by_start": True,
+        }
+    )
+    steady_polls = poll(s0, s0 + OVERLOAD_STEADY_S)
+    steady = _steady_summary(burst.recv(OVERLOAD_STEADY_S + CALL_TIMEOUT + 60))
+    steady["during"] = steady_polls
+    # For scale: the same burst to a connector that answers at once. Its last answer is the
+    # time the server needs just to take 2,000 calls in, the floor of any refusal's latency.
+    time.sleep(max(0.0, t0 + 0.5 + CALL_TIMEOUT + 1.5 - time.monotonic()))
+    burst.send(
+        {
+            "cmd": "burst",
+            "op": "get_noop",
+            "calls": OVERLOAD_CALLS,
+            "t0": time.monotonic() + 0.3,
+            "timeout": CALL_TIMEOUT,
+        }
+    )
+    floor = burst.recv(CALL_TIMEOUT + 60)
+    floor_hist: dict[int, int] = {}
+    for h in floor.get("hists", {}).values():
+        for k, v in h:
+            floor_hist[int(k)] = floor_hist.get(int(k), 0) + v
     return {
         "served": outcomes.get("OK", 0),
         "shed_fast": outcomes.get("SHED_FAST", 0),
@@ -920,6 +964,29 @@ def _overload_run(server: Server, clients: list[LoadClient]) -> dict[str, Any]:
         "server_cpu_s": round(cpu1 - cpu0, 2),
         "quiet": quiet,
         "during": during,
+        "steady": steady,
+        "noop_burst": {
+            "outcomes": floor.get("outcomes", {}),
+            "p50_ms": _ms(percentile(floor_hist, 0.5)),
+            "max_ms": _ms(percentile(floor_hist, 1.0)),
+        },
+    }
+
+
+def _steady_summary(result: dict[str, Any]) -> dict[str, Any]:
+    hist = {int(k): v for k, v in result.get("hist", ())}
+    refused = {int(k): v for k, v in result.get("error_hists", {}).get("RESOURCE_EXHAUSTED", ())}
+    return {
+        "rate": OVERLOAD_STEADY_RATE,
+        "seconds": OVERLOAD_STEADY_S,
+        "served": sum(hist.values()),
+        "refused": sum(refused.values()),
+        "refused_within_fast": sum(v for k, v in refused.items() if bucket_value(k) <= OVERLOAD_FAST),
+        "refused_p50_ms": _ms(percentile(refused, 0.5)),
+        "refused_p99_ms": _ms(percentile(refused, 0.99)),
+        "refused_max_ms": _ms(percentile(refused, 1.0)),
+        "errors": result.get("errors", {}),
+        "error": result.get("error"),
     }
 
 
@@ -941,12 +1008,21 @@ def _poll_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def _overload_line(r: dict[str, Any]) -> str:
     noop_quiet, noop = r["quiet"]["get_noop"], r["during"]["get_noop"]
+    shed = r["latency"].get("REFUSED", {})
+    floor = r.get("noop_burst", {})
+    st = r.get("steady", {})
     return (
-        f"served {r['served']}, shed fast {r['shed_fast']}, shed slow {r['shed_slow']}, "
+        f"served {r['served']}, shed fast {r['shed_fast']}, shed slow {r['shed_slow']} "
+        f"(refusals: p50 {shed.get('p50_ms')} ms, last {shed.get('max_ms')} ms), "
         f"deadline exceeded {r['deadline_exceeded']}, cancelled {r['cancelled']}, other {r['other'] or 0}; "
         f"GetTask bench_noop p99 {noop_quiet['p99_ms']} ms quiet -> {noop['p99_ms']} ms during "
         f"(errors {noop['errors'] or 0}); ListAgents p99 {r['during']['list_agents']['p99_ms']} ms, "
-        f"health p99 {r['during']['health']['p99_ms']} ms"
+        f"health p99 {r['during']['health']['p99_ms']} ms; steady {st.get('rate', 0):.0f}/s for "
+        f"{st.get('seconds')} s: served {st.get('served')}, refused {st.get('refused')} "
+        f"({st.get('refused_within_fast')} within {OVERLOAD_FAST * 1000:.0f} ms; p50 {st.get('refused_p50_ms')}, "
+        f"p99 {st.get('refused_p99_ms')} ms), codes {st.get('errors')}, GetTask bench_noop p99 "
+        f"{st.get('during', {}).get('get_noop', {}).get('p99_ms')} ms; the same burst to bench_noop: "
+        f"{floor.get('outcomes')}, p50 {floor.get('p50_ms')} ms, last {floor.get('max_ms')} ms"
     )
 
 
