@@ -93,7 +93,7 @@ class Bulkhead:
     def has_room(self, needs_thread: bool) -> bool:
         return self.inflight < self.max_concurrency and (not needs_thread or self.threads_busy < self.max_threads)
 
-    def wait_budget(self, operation: str, remaining: float | None) -> float:
+    def wait_budget(self, operation: str, remaining: float | None, needs_thread: bool = False) -> float:
         """How long a call may wait for room: ``max_wait``, less whatever its deadline cannot spare.
 
         Zero when waiting is futile: the queue already holds as many calls as the connector can
@@ -102,7 +102,7 @@ class Bulkhead:
         """
         estimate = self.estimates.get(operation, 0.0)
         if estimate > 0:
-            slots = self.max_concurrency if self.threads_busy < self.max_threads else self.max_threads
+            slots = self.max_threads if needs_thread and self.threads_busy >= self.max_threads else self.max_concurrency
             if len(self.waiters) >= slots * self.max_wait / estimate:
                 return 0.0
         if remaining is None:
@@ -185,12 +185,8 @@ class Bulkhead:
         self._shed += 1
         now = time.monotonic()
         if now - self._last_log >= _LOG_EVERY:
-            _log.warning(
-                "shed %d call(s) in the last %s: %s",
-                self._shed,
-                f"{now - self._last_log:.1f}s" if self._last_log else "moment",
-                message,
-            )
+            since = f" in the last {now - self._last_log:.1f}s" if self._last_log else ""
+            _log.warning("shed %d call(s)%s: %s", self._shed, since, message)
             self._shed = 0
             self._last_log = now
         return SaturatedError(message)

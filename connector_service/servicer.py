@@ -28,7 +28,7 @@ from connector_service.config import OPERATIONS, Settings
 from connector_service.connector import ResourceMeta, is_terminal_phase
 from connector_service.errors import InvalidRequestError, NotFoundError, status_for
 from connector_service.metrics import ConnectorMetrics
-from connector_service.registry import ConnectorRegistry, RegisteredConnector
+from connector_service.registry import ConnectorRegistry, RegisteredConnector, _Method
 
 __all__ = ["AgentMetadataServicer", "AsyncAgentServicer", "SyncAgentServicer"]
 
@@ -142,7 +142,7 @@ class _Call:
                     bulkhead.threads_busy += 1
                 self._bulkhead = bulkhead
             else:
-                return self._queued(bulkhead, needs_thread, method, kwargs, extras, budget, capped)
+                return self._queued(bulkhead, needs_thread, connector_method, kwargs, extras, budget, capped)
         awaitable = connector_method(kwargs, extras, bulkhead)
         return _bounded(awaitable, budget) if capped else awaitable
 
@@ -150,7 +150,7 @@ class _Call:
         self,
         bulkhead: Bulkhead,
         needs_thread: bool,
-        method: str,
+        method: _Method,
         kwargs: dict[str, Any],
         extras: dict[str, Any] | None,
         budget: float,
@@ -161,14 +161,16 @@ class _Call:
         remaining = self._context.time_remaining()
         await bulkhead.wait(
             needs_thread,
-            bulkhead.wait_budget(self._op.name, None if remaining is None else remaining - _DEADLINE_MARGIN),
+            bulkhead.wait_budget(
+                self._op.name, None if remaining is None else remaining - _DEADLINE_MARGIN, needs_thread
+            ),
         )
         self._bulkhead = bulkhead
         waited = time.perf_counter() - started
         budget = max(budget - waited, 0.0)
         if "timeout" in kwargs:
             kwargs["timeout"] = budget
-        awaitable = self.entry.methods[method](kwargs, extras, bulkhead)  # type: ignore[union-attr]
+        awaitable = method(kwargs, extras, bulkhead)
         return await (_bounded(awaitable, budget) if capped else awaitable)
 
     def succeeded(self) -> None:

@@ -155,7 +155,7 @@ class SensorEngine(AsyncConnectorBase):
                 if needs_thread:
                     bulkhead.threads_busy += 1
             else:
-                await bulkhead.wait(needs_thread, bulkhead.wait_budget("poke", timeout))
+                await bulkhead.wait(needs_thread, bulkhead.wait_budget("poke", timeout, needs_thread))
         started = time.perf_counter()
         try:
             async with asyncio.timeout(budget):
