@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import grpc
+from flyteidl.service import agent_pb2 as _service_descriptors  # noqa: F401 - InstrumentedServer reads them
 from flyteidl.service import agent_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -134,7 +135,7 @@ class ConnectorService:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
         # Every service is registered through this wrapper, which measures each handler.
-        measured = InstrumentedServer(server, self.grpc_metrics)
+        measured = InstrumentedServer(server, self.grpc_metrics, register=SERVICE_NAMES)
         agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(
             AsyncAgentServicer(self.registry, self.metrics, settings), measured
         )
