@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from flyteidl.admin import agent_pb2
@@ -28,7 +28,10 @@ from connector_service.config import OPERATIONS, Settings
 from connector_service.connector import ResourceMeta, is_terminal_phase
 from connector_service.errors import InvalidRequestError, NotFoundError, status_for
 from connector_service.metrics import ConnectorMetrics
-from connector_service.registry import ConnectorRegistry, RegisteredConnector, _Method
+from connector_service.registry import ConnectorRegistry, RegisteredConnector
+
+if TYPE_CHECKING:
+    from connector_service.registry import _Method
 
 __all__ = ["AgentMetadataServicer", "AsyncAgentServicer", "SyncAgentServicer"]
 
