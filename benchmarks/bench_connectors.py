@@ -3,7 +3,8 @@
 Each is as cheap as a connector can be, so a benchmark measures the service's own cost per
 call: ``bench_noop`` answers at once, ``bench_sleep`` awaits 50 ms (an async client waiting on
 an external API), ``bench_block`` blocks a thread for 50 ms (a blocking client library),
-``bench_slow`` awaits 1 s (calls in flight across SIGTERM), ``bench_echo`` is a sync connector
+``bench_slow`` awaits 1 s (calls in flight across SIGTERM), ``bench_block2s`` blocks a thread
+for 2 s (the overload scenario: a connector whose blocking client is slow), ``bench_echo`` is a sync connector
 returning its inputs, and ``BenchSensor`` is a sensor whose condition never holds.
 ``benchmarks/flytekit_connectors.py`` has the same ones written against flytekit.
 """
@@ -20,7 +21,16 @@ from flyteidl.core import literals_pb2, tasks_pb2
 from connector_service import AsyncConnectorBase, Phase, Resource, ResourceMeta, SyncConnectorBase
 from sensors import BaseSensor
 
-__all__ = ["ALL", "BenchSensor", "bench_block", "bench_echo", "bench_noop", "bench_sleep", "bench_slow"]
+__all__ = [
+    "ALL",
+    "BenchSensor",
+    "bench_block",
+    "bench_block2s",
+    "bench_echo",
+    "bench_noop",
+    "bench_sleep",
+    "bench_slow",
+]
 
 
 @dataclass
@@ -80,12 +90,20 @@ class SlowConnector(SleepConnector):
 class BlockConnector(_Bench):
     name = "Bench Block"
 
-    def __init__(self) -> None:
-        super().__init__("bench_block")
+    def __init__(self, task_type_name: str = "bench_block", seconds: float = 0.05) -> None:
+        super().__init__(task_type_name)
+        self.seconds = seconds
 
     def get(self, resource_meta: BenchMeta, **kwargs: Any) -> Resource:  # type: ignore[override]
-        time.sleep(0.05)  # a blocking client library: runs on the service's thread pool
+        time.sleep(self.seconds)  # a blocking client library: runs on the service's thread pool
         return Resource(phase=Phase.RUNNING)
+
+
+class Block2sConnector(BlockConnector):
+    name = "Bench Block 2s"
+
+    def __init__(self) -> None:
+        super().__init__("bench_block2s", seconds=2.0)
 
 
 class EchoConnector(SyncConnectorBase):
@@ -115,5 +133,6 @@ bench_noop = NoopConnector()
 bench_sleep = SleepConnector()
 bench_slow = SlowConnector()
 bench_block = BlockConnector()
+bench_block2s = Block2sConnector()
 bench_echo = EchoConnector()
-ALL = [bench_noop, bench_sleep, bench_slow, bench_block, bench_echo, BenchSensor]
+ALL = [bench_noop, bench_sleep, bench_slow, bench_block, bench_block2s, bench_echo, BenchSensor]

@@ -74,12 +74,20 @@ class SlowConnector(SleepConnector):
 class BlockConnector(_Bench):
     name = "Bench Block"
 
-    def __init__(self) -> None:
-        super().__init__("bench_block")
+    def __init__(self, task_type_name: str = "bench_block", seconds: float = 0.05) -> None:
+        super().__init__(task_type_name)
+        self.seconds = seconds
 
     def get(self, resource_meta: BenchMeta, **kwargs: Any) -> Resource:  # type: ignore[override]
-        time.sleep(0.05)  # flytekit runs plain-def methods on the loop's default executor
+        time.sleep(self.seconds)  # flytekit runs plain-def methods on the loop's default executor
         return Resource(phase=TaskExecution.RUNNING)
+
+
+class Block2sConnector(BlockConnector):
+    name = "Bench Block 2s"
+
+    def __init__(self) -> None:
+        super().__init__("bench_block2s", seconds=2.0)
 
 
 class EchoConnector(SyncConnectorBase):
@@ -102,5 +110,12 @@ class BenchSensor(BaseSensor):
         return False
 
 
-for _connector in (NoopConnector(), SleepConnector(), SlowConnector(), BlockConnector(), EchoConnector()):
+for _connector in (
+    NoopConnector(),
+    SleepConnector(),
+    SlowConnector(),
+    BlockConnector(),
+    Block2sConnector(),
+    EchoConnector(),
+):
     ConnectorRegistry.register(_connector)

@@ -14,6 +14,8 @@ of the system-wide monotonic clock:
        exactly that many calls
     <- {"cmd": "once", "op": "get_slow", "concurrency": 128, "timeout": 30}
        one call per coroutine; prints {"event": "started"} once they are all in flight
+    <- {"cmd": "burst", "op": "get_block2s", "calls": 2000, "t0": T0, "timeout": 10, "fast": 0.1}
+       that many calls at once at T0; each call's status and latency, refusals split fast/slow
     <- {"cmd": "quit"}
 
 With ``--channels K`` the process opens K channels, each with its own TCP connection (a local
@@ -44,6 +46,7 @@ from flyteidl.admin import agent_pb2
 from flyteidl.core import identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 OPS = (
     "create_noop",
@@ -55,6 +58,8 @@ OPS = (
     "list_agents",
     "get_sensor",
     "get_slow",
+    "get_block2s",
+    "health",
 )
 """What each worker can drive; ``get_X`` polls a meta made by one CreateTask of task type ``bench_X``."""
 
@@ -163,6 +168,7 @@ class Worker:
         self.async_stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
         self.sync_stub = agent_pb2_grpc.SyncAgentServiceStub(channel)
         self.meta_stub = agent_pb2_grpc.AgentMetadataServiceStub(channel)
+        self.health_stub = health_pb2_grpc.HealthStub(channel)
         self.sensor_module = sensor_module
         self._calls: dict[tuple[str, float], Call] = {}
 
@@ -175,6 +181,9 @@ class Worker:
 
     async def _make(self, op: str, timeout: float) -> Call:
         stub = self.async_stub
+        if op == "health":
+            check = health_pb2.HealthCheckRequest(service="")
+            return _guard(lambda: stub_call(self.health_stub.Check, check, timeout))
         if op == "list_agents":
             list_request = agent_pb2.ListAgentsRequest()
             return _guard(lambda: stub_call(self.meta_stub.ListAgents, list_request, timeout))
@@ -262,12 +271,24 @@ class Worker:
         }
 
     async def rate(
-        self, op: str, rate: float, t0: float, t1: float, timeout: float, max_inflight: int = 512
+        self,
+        op: str,
+        rate: float,
+        t0: float,
+        t1: float,
+        timeout: float,
+        max_inflight: int = 512,
+        by_start: bool = False,
     ) -> dict[str, Any]:
-        """Open loop: start ``rate`` calls per second whatever the answers, at most ``max_inflight`` at once."""
+        """Open loop: start ``rate`` calls per second whatever the answers, at most ``max_inflight`` at once.
+
+        A call counts if it ended within [t0, t1] or, ``by_start``, if it started within it
+        (then failed calls' latencies are kept too, by status).
+        """
         call = await self.prepare(op, timeout)
         hist: Counter[int] = Counter()
         errors: Counter[str] = Counter()
+        error_hists: dict[str, Counter[int]] = {}
         monotonic = time.monotonic
         inflight = 0
         skipped = 0
@@ -279,11 +300,13 @@ class Worker:
             code = await call()
             end = monotonic()
             inflight -= 1
-            if t0 <= end <= t1:
+            if t0 <= (start if by_start else end) <= t1:
                 if code is None:
                     hist[bucket(end - start)] += 1
                 else:
                     errors[code] += 1
+                    if by_start:
+                        error_hists.setdefault(code, Counter())[bucket(end - start)] += 1
 
         interval = 1.0 / rate
         due = monotonic()
@@ -302,7 +325,13 @@ class Worker:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(tasks)
-        return {"hist": sorted(hist.items()), "errors": dict(errors), "issued": issued, "skipped": skipped}
+        return {
+            "hist": sorted(hist.items()),
+            "errors": dict(errors),
+            "error_hists": {code: sorted(h.items()) for code, h in error_hists.items()},
+            "issued": issued,
+            "skipped": skipped,
+        }
 
     async def count(self, op: str, concurrency: int, calls: int, timeout: float) -> dict[str, Any]:
         call = await self.prepare(op, timeout)
@@ -343,6 +372,36 @@ class Worker:
             "ok": codes.get("OK", 0),
             "failed": concurrency - codes.get("OK", 0),
             "last_return_s": max(t for _, t in results),
+        }
+
+    async def burst(self, op: str, calls: int, t0: float, timeout: float, fast: float = 0.1) -> dict[str, Any]:
+        """``calls`` calls started together at ``t0`` (monotonic): how each ended, and how fast.
+
+        A refusal (RESOURCE_EXHAUSTED) within ``fast`` seconds counts as shed fast, a later one
+        as shed slow; latency is each call's own, from the moment its coroutine sent it.
+        """
+        call = await self.prepare(op, timeout)
+        monotonic = time.monotonic
+
+        async def one() -> tuple[str, float]:
+            start = monotonic()
+            code = await call()
+            return code or "OK", monotonic() - start
+
+        await asyncio.sleep(max(0.0, t0 - monotonic()))
+        started = monotonic()
+        results = await asyncio.gather(*(one() for _ in range(calls)))
+        outcomes: Counter[str] = Counter()
+        hists: dict[str, Counter[int]] = {}
+        for code, seconds in results:
+            if code == "RESOURCE_EXHAUSTED":
+                code = "SHED_FAST" if seconds <= fast else "SHED_SLOW"
+            outcomes[code] += 1
+            hists.setdefault(code, Counter())[bucket(seconds)] += 1
+        return {
+            "outcomes": dict(outcomes),
+            "hists": {code: sorted(h.items()) for code, h in hists.items()},
+            "last_return_s": round(monotonic() - started, 3),
         }
 
 
@@ -420,6 +479,8 @@ async def serve(target: str, sensor_module: str, channels: int = 1) -> None:
                     result = await worker.count(**command)
                 elif name == "once":
                     result = await worker.once(**command)
+                elif name == "burst":
+                    result = await worker.burst(**command)
                 else:
                     raise ValueError(f"unknown command {name!r}")
             except Exception as exc:  # report it; the orchestrator decides

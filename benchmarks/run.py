@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--out benchmarks/results.json]
                                        [--flytekit-python /tmp/fkvenv/bin/python] [--duration S] [--clients K]
-                                       [--only startup|matrix|variants|drain|workers]
+                                       [--only startup|matrix|variants|drain|workers|overload]
 
 Starts each server as a subprocess, drives it from separate load-generator processes
 (``loadgen.py``: one grpc.aio channel each, N coroutines), and reads the server's CPU
@@ -46,9 +46,9 @@ except ImportError:  # run with an interpreter without the project: use the repo
     raise
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.loadgen import OPS, percentile  # noqa: E402
+from benchmarks.loadgen import OPS, bucket_value, percentile  # noqa: E402
 
-CONNECTORS = ("bench_noop", "bench_sleep", "bench_slow", "bench_block", "bench_echo", "BenchSensor")
+CONNECTORS = ("bench_noop", "bench_sleep", "bench_slow", "bench_block", "bench_block2s", "bench_echo", "BenchSensor")
 MATRIX_OPS = tuple(op for op in OPS if op != "get_slow")
 """Every operation loadgen drives but ``get_slow``, which only the SIGTERM drain uses."""
 CONCURRENCY = (1, 16, 128)
@@ -62,7 +62,17 @@ WORKER_SHAPES = (("1 conn", 1, 1), ("8 conns, 1 proc", 1, 8), ("8 conns, 4 procs
 """--workers scenario: (label, load processes, channels per process), GetTask noop at total c=128."""
 SERVED_CORES = 0.05
 """A --workers process that used more CPU than this (cores) over a window served calls in it."""
-PHASES = ("startup", "matrix", "variants", "drain", "workers")
+PHASES = ("startup", "matrix", "variants", "drain", "workers", "overload")
+OVERLOAD_CALLS = 2000
+"""overload: GetTask calls sent at once to ``bench_block2s`` (a plain ``def get`` blocking 2 s)."""
+OVERLOAD_FAST = 0.1
+"""overload: a refusal within this many seconds is "shed fast"."""
+OVERLOAD_STEADY_RATE = 200.0
+"""overload, steady part: GetTask calls/s to ``bench_block2s`` for a few seconds (its threads serve ~32/s)."""
+OVERLOAD_STEADY_S = 5.0
+OVERLOAD_POLL_RATE = 50.0
+"""overload: calls/s of each steady poller (GetTask bench_noop; ListAgents; health) during the burst."""
+OVERLOAD_POLLS = (("get_noop", "GetTask bench_noop"), ("list_agents", "ListAgents"), ("health", "health Check"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
@@ -827,6 +837,194 @@ class Run:
             for server in servers.values():
                 server.stop(40)
 
+    def overload(self) -> None:
+        """2,000 GetTasks at once to a connector whose plain ``def get`` blocks 2 s (deadline 10 s).
+
+        Against the daemon as shipped (access log on, info logs, the whole catalogue plus the
+        benchmark connectors) and flytekit's server with the same connectors, one after the
+        other (the burst saturates the machine). One load process sends the burst over one
+        channel, as propeller would; three others poll GetTask of ``bench_noop`` (an async
+        connector), ListAgents and health at a steady rate on their own connections, first for
+        a quiet window (the normal latency), then across the burst.
+        """
+        servers = [self.daemon(quiet=False)]
+        python = self.flytekit_python
+        if python and not self.args.no_flytekit:
+            servers.append(self.flytekit(python))
+        out: dict[str, Any] = {
+            "calls": OVERLOAD_CALLS,
+            "get_seconds": 2.0,
+            "deadline_s": CALL_TIMEOUT,
+            "fast_s": OVERLOAD_FAST,
+            "poll_rate": OVERLOAD_POLL_RATE,
+        }
+        for server in servers:
+            clients: list[LoadClient] = []
+            try:
+                server.start(90 if server.name == "flytekit" else 30)
+                module = f"benchmarks.{'flytekit' if server.name == 'flytekit' else 'bench'}_connectors"
+                clients = [LoadClient(self.procs, server, module, i) for i in range(1 + len(OVERLOAD_POLLS))]
+                out[server.name] = result = _overload_run(server, clients)
+                log(f"overload {server.name}: {_overload_line(result)}")
+            finally:
+                for client in clients:
+                    client.close()
+                server.stop(40)
+        self.results["overload"] = out
+
+
+def _overload_run(server: Server, clients: list[LoadClient]) -> dict[str, Any]:
+    burst, pollers = clients[0], clients[1:]
+    ops = [op for op, _ in OVERLOAD_POLLS]
+
+    def poll(t0: float, t1: float) -> dict[str, dict[str, Any]]:
+        for client, op in zip(pollers, ops, strict=True):
+            client.send({"cmd": "rate", "op": op, "rate": OVERLOAD_POLL_RATE, "t0": t0, "t1": t1, "timeout": 10.0})
+        return {
+            op: _poll_summary(client.recv(t1 - time.monotonic() + CALL_TIMEOUT + 30))
+            for client, op in zip(pollers, ops, strict=True)
+        }
+
+    # Warm-up (each client makes its CreateTask and connection), then the quiet window.
+    now = time.monotonic()
+    burst.send({"cmd": "count", "op": "get_block2s", "concurrency": 1, "calls": 1, "timeout": CALL_TIMEOUT})
+    poll(now + 0.5, now + 1.0)
+    burst.recv(30)
+    now = time.monotonic()
+    quiet = poll(now + 0.2, now + 3.2)
+    # The burst: pollers run from just before it until every burst call has had its deadline.
+    t0 = time.monotonic() + 1.0
+    cpu0 = cpu_seconds(server.pid)
+    burst.send({"cmd": "burst", "op": "get_block2s", "calls": OVERLOAD_CALLS, "t0": t0 + 0.5, "timeout": CALL_TIMEOUT})
+    during = poll(t0, t0 + 0.5 + CALL_TIMEOUT + 1.0)
+    answer = burst.recv(CALL_TIMEOUT + 60)
+    cpu1 = cpu_seconds(server.pid)
+    outcomes = answer.get("outcomes", {})
+    hists = {code: dict(h) for code, h in answer.get("hists", {}).items()}
+    refused: dict[str, int] = {}
+    for code in ("SHED_FAST", "SHED_SLOW"):
+        for k, v in hists.get(code, {}).items():
+            refused[k] = refused.get(k, 0) + v
+    if refused:
+        hists["REFUSED"] = refused
+    latency = {
+        code: {
+            "p50_ms": _ms(percentile({int(k): v for k, v in h.items()}, 0.5)),
+            "max_ms": _ms(percentile({int(k): v for k, v in h.items()}, 1.0)),
+        }
+        for code, h in hists.items()
+    }
+    known = ("OK", "SHED_FAST", "SHED_SLOW", "DEADLINE_EXCEEDED", "CANCELLED")
+    # Steady overload: calls keep coming at a rate the connector cannot serve.
+    time.sleep(max(0.0, t0 + 0.5 + CALL_TIMEOUT + 1.5 - time.monotonic()))
+    s0 = time.monotonic() + 0.3
+    burst.send(
+        {
+            "cmd": "rate",
+            "op": "get_block2s",
+            "rate": OVERLOAD_STEADY_RATE,
+            "t0": s0,
+            "t1": s0 + OVERLOAD_STEADY_S,
+            "timeout": CALL_TIMEOUT,
+            "max_inflight": 100_000,
+            "by_start": True,
+        }
+    )
+    steady_polls = poll(s0, s0 + OVERLOAD_STEADY_S)
+    steady = _steady_summary(burst.recv(OVERLOAD_STEADY_S + CALL_TIMEOUT + 60))
+    steady["during"] = steady_polls
+    # For scale: the same burst to a connector that answers at once. Its last answer is the
+    # time the server needs just to take 2,000 calls in, the floor of any refusal's latency.
+    time.sleep(max(0.0, t0 + 0.5 + CALL_TIMEOUT + 1.5 - time.monotonic()))
+    burst.send(
+        {
+            "cmd": "burst",
+            "op": "get_noop",
+            "calls": OVERLOAD_CALLS,
+            "t0": time.monotonic() + 0.3,
+            "timeout": CALL_TIMEOUT,
+        }
+    )
+    floor = burst.recv(CALL_TIMEOUT + 60)
+    floor_hist: dict[int, int] = {}
+    for h in floor.get("hists", {}).values():
+        for k, v in h:
+            floor_hist[int(k)] = floor_hist.get(int(k), 0) + v
+    return {
+        "served": outcomes.get("OK", 0),
+        "shed_fast": outcomes.get("SHED_FAST", 0),
+        "shed_slow": outcomes.get("SHED_SLOW", 0),
+        "deadline_exceeded": outcomes.get("DEADLINE_EXCEEDED", 0),
+        "cancelled": outcomes.get("CANCELLED", 0),
+        "other": {k: v for k, v in outcomes.items() if k not in known},
+        "latency": latency,
+        "last_return_s": answer.get("last_return_s"),
+        "error": answer.get("error"),
+        "messages": answer.get("samples", {}),
+        "server_cpu_s": round(cpu1 - cpu0, 2),
+        "quiet": quiet,
+        "during": during,
+        "steady": steady,
+        "noop_burst": {
+            "outcomes": floor.get("outcomes", {}),
+            "p50_ms": _ms(percentile(floor_hist, 0.5)),
+            "max_ms": _ms(percentile(floor_hist, 1.0)),
+        },
+    }
+
+
+def _steady_summary(result: dict[str, Any]) -> dict[str, Any]:
+    hist = {int(k): v for k, v in result.get("hist", ())}
+    refused = {int(k): v for k, v in result.get("error_hists", {}).get("RESOURCE_EXHAUSTED", ())}
+    return {
+        "rate": OVERLOAD_STEADY_RATE,
+        "seconds": OVERLOAD_STEADY_S,
+        "served": sum(hist.values()),
+        "refused": sum(refused.values()),
+        "refused_within_fast": sum(v for k, v in refused.items() if bucket_value(k) <= OVERLOAD_FAST),
+        "refused_p50_ms": _ms(percentile(refused, 0.5)),
+        "refused_p99_ms": _ms(percentile(refused, 0.99)),
+        "refused_max_ms": _ms(percentile(refused, 1.0)),
+        "errors": result.get("errors", {}),
+        "error": result.get("error"),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 1)
+
+
+def _poll_summary(result: dict[str, Any]) -> dict[str, Any]:
+    hist, errors = _merge([result])
+    return {
+        "calls": sum(hist.values()),
+        "p50_ms": _ms(percentile(hist, 0.5)),
+        "p99_ms": _ms(percentile(hist, 0.99)),
+        "max_ms": _ms(percentile(hist, 1.0)),
+        "errors": errors,
+        "skipped": result.get("skipped", 0),
+    }
+
+
+def _overload_line(r: dict[str, Any]) -> str:
+    noop_quiet, noop = r["quiet"]["get_noop"], r["during"]["get_noop"]
+    shed = r["latency"].get("REFUSED", {})
+    floor = r.get("noop_burst", {})
+    st = r.get("steady", {})
+    return (
+        f"served {r['served']}, shed fast {r['shed_fast']}, shed slow {r['shed_slow']} "
+        f"(refusals: p50 {shed.get('p50_ms')} ms, last {shed.get('max_ms')} ms), "
+        f"deadline exceeded {r['deadline_exceeded']}, cancelled {r['cancelled']}, other {r['other'] or 0}; "
+        f"GetTask bench_noop p99 {noop_quiet['p99_ms']} ms quiet -> {noop['p99_ms']} ms during "
+        f"(errors {noop['errors'] or 0}); ListAgents p99 {r['during']['list_agents']['p99_ms']} ms, "
+        f"health p99 {r['during']['health']['p99_ms']} ms; steady {st.get('rate', 0):.0f}/s for "
+        f"{st.get('seconds')} s: served {st.get('served')}, refused {st.get('refused')} "
+        f"({st.get('refused_within_fast')} within {OVERLOAD_FAST * 1000:.0f} ms; p50 {st.get('refused_p50_ms')}, "
+        f"p99 {st.get('refused_p99_ms')} ms), codes {st.get('errors')}, GetTask bench_noop p99 "
+        f"{st.get('during', {}).get('get_noop', {}).get('p99_ms')} ms; the same burst to bench_noop: "
+        f"{floor.get('outcomes')}, p50 {floor.get('p50_ms')} ms, last {floor.get('max_ms')} ms"
+    )
+
 
 def _wait_workers(server: Server, count: int, timeout: float) -> list[int]:
     """The supervisor's worker pids once ``count`` of them listen on the port (SERVING is one of them)."""
@@ -1160,6 +1358,18 @@ def report(results: dict[str, Any]) -> str:
             f"SIGTERM {name}: {s.get('failed')} of {s.get('calls')} in-flight 1 s GetTasks failed {s.get('codes')}, "
             f"exit {s.get('exit_code')} after {s.get('sigterm_to_exit_s')} s"
         )
+    overload = results.get("overload")
+    if overload:
+        out.append(
+            f"overload: {overload['calls']} GetTasks at once to a plain def get blocking "
+            f"{overload['get_seconds']:g} s, "
+            f"deadline {overload['deadline_s']:g} s; shed fast = RESOURCE_EXHAUSTED within "
+            f"{overload['fast_s'] * 1000:.0f} ms; pollers at {overload['poll_rate']:.0f}/s each"
+        )
+        for name in ("daemon", "flytekit"):
+            r = overload.get(name)
+            if r:
+                out.append(f"  {name:<9} {_overload_line(r)}")
     for op, c in results.get("capacity", {}).items():
         if "rate_per_s" in c:
             out.append(
@@ -1214,7 +1424,7 @@ def main(argv: list[str] | None = None) -> int:
         results["only"] = args.only
     results["logs"] = str(log_dir)
     phases = (args.only,) if args.only else PHASES
-    if "matrix" in phases and not args.no_flytekit:
+    if ("matrix" in phases or "overload" in phases) and not args.no_flytekit:
         run.flytekit_python, results["flytekit_version"] = find_flytekit(args.flytekit_python)
         if run.flytekit_python is None:
             run.note("flytekit not found (this interpreter, --flytekit-python, /tmp/fkvenv): its columns are empty")
@@ -1229,6 +1439,7 @@ def main(argv: list[str] | None = None) -> int:
             "variants": run.memory_and_variants,
             "drain": run.drain,
             "workers": run.workers,
+            "overload": run.overload,
         }
         for name in phases:
             phase[name]()

@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from connector_service._settings_sources import ConfigFileError, Origins, read_config_file
 
-__all__ = ["OPERATIONS", "Settings", "SettingsError", "TLSSettings"]
+__all__ = ["OPERATIONS", "ConnectorLimits", "Settings", "SettingsError", "TLSSettings"]
 
 _DEFAULT_THREADS = 64
 
@@ -55,6 +55,22 @@ class TLSSettings(BaseModel):
             if path is not None and not path.is_file():
                 raise ValueError(f"tls.{name}: {path} is not a readable file")
         return self
+
+
+class ConnectorLimits(BaseModel):
+    """One task type's bulkhead; unset fields take the defaults derived from the service's settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Its calls in flight at once (default: half of max_concurrent_rpcs)."
+    )
+    max_threads: int | None = Field(
+        None, ge=1, le=4096, description="Threads of its own running its plain-def methods (default: thread_pool_size)."
+    )
+    max_wait: float | None = Field(
+        None, ge=0, description="Seconds a call may wait for room (default: max_queue_wait)."
+    )
 
 
 OPERATIONS = ("create", "get", "delete", "get_metrics", "get_logs", "do")
@@ -148,6 +164,17 @@ class Settings(BaseSettings):
     max_concurrent_rpcs: int = Field(
         1000, ge=0, description="Calls served at once; beyond it callers get RESOURCE_EXHAUSTED. 0: no limit."
     )
+    max_queue_wait: float = Field(
+        0.1,
+        ge=0,
+        description="Seconds a call may wait for room in its connector's bulkhead before it is refused with "
+        "RESOURCE_EXHAUSTED; never longer than its deadline leaves for the call itself.",
+    )
+    limits: dict[str, ConnectorLimits] = Field(
+        default_factory=dict,
+        description="Per task type bulkheads, e.g. {slurm: {max_concurrency: 200, max_threads: 16}}, and per sensor "
+        "as sensor/<name>; a name that is not registered stops start-up. Env: CONNECTOR_LIMITS__SLURM__MAX_THREADS=16.",
+    )
     timeout_cap: float = Field(
         60.0, gt=0, description="Server-side upper bound in seconds on any connector call, whatever the deadline."
     )
@@ -227,6 +254,23 @@ class Settings(BaseSettings):
 
     def operation_timeout(self, operation: str) -> float:
         return self.operation_timeouts.get(operation, self.timeout_cap)
+
+    def limits_for(self, key: str, *, within: int | None = None) -> tuple[int, int, float]:
+        """(max_concurrency, max_threads, max_wait) of the bulkhead of ``key``: a task type, or
+        ``sensor/<name>`` for one sensor of the sensor engine (``within`` its calls).
+
+        By default one connector may hold half the server's concurrent calls (one sensor, half
+        the engine's), so a saturated one leaves the other half to the rest, and as many threads
+        of its own as the shared pool.
+        """
+        own = self.limits.get(key) or ConnectorLimits()
+        whole = self.max_concurrent_rpcs if within is None else within
+        default_calls = max(1, whole // 2) if whole else 1_000_000
+        return (
+            own.max_concurrency or default_calls,
+            own.max_threads or self.thread_pool_size,
+            self.max_queue_wait if own.max_wait is None else own.max_wait,
+        )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from connector_service._bulkhead import SaturatedError
 from connector_service._envelope import ResourceMetaError
 from connector_service._literals import LiteralConversionError
 from connector_service._messages import bound_status_message
@@ -79,6 +80,8 @@ def status_for(exc: BaseException, operation: str, task: str) -> Failure:
         code, message = grpc.StatusCode.NOT_FOUND, str(exc)
     elif isinstance(exc, InvalidRequestError | ResourceMetaError | LiteralConversionError):
         code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    elif isinstance(exc, SaturatedError):
+        code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     elif isinstance(exc, ConnectorUnavailableError | UnavailableError):
         code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
     elif isinstance(exc, NotImplementedError):

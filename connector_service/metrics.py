@@ -59,6 +59,13 @@ class ConnectorMetrics:
             registry,
         )
 
+        self.shed = counter(
+            "flyte_connector_requests_shed",
+            "Calls refused with RESOURCE_EXHAUSTED because their connector had no room (its bulkhead was full)",
+            ["task_type", "operation"],
+            registry,
+        )
+
         self._children: dict[tuple[str, str], tuple[Callable[[], None], Callable[[float], None]]] = {}
         self._input_children: dict[str, Callable[[float], None]] = {}
 
@@ -84,3 +91,6 @@ class ConnectorMetrics:
         if observe is None:
             observe = self._input_children[task_type] = self.input_bytes.labels(task_type).observe
         observe(size)
+
+    def observe_shed(self, task_type: str, operation: str) -> None:
+        self.shed.labels(task_type, operation).inc()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flyteidl.admin import agent_pb2
 
+from connector_service._bulkhead import Bulkhead
 from connector_service._messages import clip
 from connector_service.connector import AsyncConnectorBase, ConnectorBase, SyncConnectorBase, TaskCategory
 from connector_service.plugins import Origin, PluginSettingsError, configure_plugins
@@ -81,9 +82,14 @@ class _Method:
             is_async = inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
         return cls(fn=fn, is_async=is_async, explicit_params=explicit, is_async_gen=inspect.isasyncgenfunction(fn))
 
-    def __call__(self, kwargs: dict[str, Any], extras: Mapping[str, Any] | None = None) -> Awaitable[Any]:
+    def __call__(
+        self, kwargs: dict[str, Any], extras: Mapping[str, Any] | None = None, bulkhead: Bulkhead | None = None
+    ) -> Awaitable[Any]:
         """Call with ``kwargs`` (always passed; the dict is the callee's) and ``extras`` (only
         if the method names them); await the result.
+
+        A plain-def method runs on ``bulkhead``'s threads (the caller holds a thread slot of
+        it), else on the loop's default executor (the test harness, which has no bulkheads).
 
         Extras such as ``timeout`` or ``task_execution_metadata`` for ``do`` go only to
         methods that ask for them by name, so a flytekit-style ``**kwargs`` method never
@@ -100,6 +106,9 @@ class _Method:
                 return _ready(self.fn(**kwargs))
             result: Awaitable[Any] = self.fn(**kwargs)
             return result
+        if bulkhead is not None:
+            # Submitted now, not when awaited, so the thread slot taken for it is always returned.
+            return _settle(bulkhead.run_in_thread(self.fn, kwargs))
         return self._in_thread(kwargs)
 
     async def _in_thread(self, kwargs: dict[str, Any]) -> Any:
@@ -117,6 +126,13 @@ async def _ready(value: Any) -> Any:
     return value
 
 
+async def _settle(future: Awaitable[Any]) -> Any:
+    result = await future
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
 @dataclass(frozen=True)
 class RegisteredConnector:
     connector: ConnectorBase
@@ -128,6 +144,8 @@ class RegisteredConnector:
     """The connector's ``metadata_type.decode`` (async connectors), looked up once."""
     broken: str | None = None
     """Why set-up failed, when the service started without this connector."""
+    bulkhead: Bulkhead | None = field(default=None, repr=False)
+    """Its limits and counters, once a service serves it (``ConnectorRegistry.add_bulkheads``)."""
 
     @property
     def name(self) -> str:
@@ -286,6 +304,15 @@ class ConnectorRegistry:
                 self._broken_sensors[name] = reason
                 return
         raise KeyError(f"{plugin!r} is not registered")
+
+    def add_bulkheads(self, make: Callable[[RegisteredConnector], Bulkhead]) -> list[Bulkhead]:
+        """Give every connector its bulkhead (the service does, at start-up); returns them."""
+        made = []
+        for key, entry in self._by_category.items():
+            bulkhead = make(entry)
+            self._by_category[key] = dataclasses.replace(entry, bulkhead=bulkhead)
+            made.append(bulkhead)
+        return made
 
     def sensor_unavailable(self, name: str) -> str | None:
         return self._broken_sensors.get(name)

@@ -16,17 +16,19 @@ import logging
 from typing import Any
 
 import grpc
+from flyteidl.service import agent_pb2 as _service_descriptors  # noqa: F401 - InstrumentedServer reads them
 from flyteidl.service import agent_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from connector_service._access_log import AccessLog
+from connector_service._bulkhead import Bulkhead
 from connector_service._grpc_metrics import GrpcServerMetrics, InstrumentedServer, InstrumentedThreadPoolExecutor
 from connector_service._health import HealthServicer
 from connector_service.config import Settings
 from connector_service.metrics import ConnectorMetrics, new_registry
-from connector_service.registry import ConnectorRegistry
+from connector_service.registry import ConnectorRegistry, RegisteredConnector
 from connector_service.servicer import AgentMetadataServicer, AsyncAgentServicer, SyncAgentServicer
 
 __all__ = ["ConnectorService", "SERVICE_NAMES", "StartupError"]
@@ -38,6 +40,10 @@ SERVICE_NAMES = (
     "flyteidl.service.SyncAgentService",
     "flyteidl.service.AgentMetadataService",
 )
+
+
+_MAX_PENDING = 10_000
+"""grpc core's soft limit on calls not yet taken by the server (its default: 1,000)."""
 
 
 class StartupError(RuntimeError):
@@ -127,6 +133,7 @@ class ConnectorService:
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._set_up: list[Any] = []
+        self._bulkheads: list[Bulkhead] = []
         self._gauge_sync: asyncio.Future[None] | None = None
         self.unavailable: dict[str, str] = {}
         """Health service name -> why, for connectors started without (--skip-broken-connectors)."""
@@ -142,6 +149,12 @@ class ConnectorService:
         loop.set_default_executor(self._executor)
         self.registry.sensor_engine.poke_timeout = settings.sensor_poke_timeout
         self.registry.sensor_engine.metrics = self.grpc_metrics
+        self._check_limits()
+        self._bulkheads = self.registry.add_bulkheads(self._bulkhead)
+        engine = self.registry.sensor_engine
+        engine_calls = settings.limits_for(engine.task_category.name)[0]
+        engine.bulkheads = {name: self._sensor_bulkhead(name, engine_calls) for name in self.registry.sensors()}
+        self._bulkheads += engine.bulkheads.values()
         await self._setup_plugins()
 
         options = [
@@ -150,6 +163,12 @@ class ConnectorService:
             # An accidental second instance on the same port must fail, not silently share it;
             # only --workers' processes share on purpose.
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+            # Calls grpc's core holds until the Python server asks for them. Past the soft limit
+            # (default 1,000) core drops calls at random, and the caller sees CANCELLED; a burst
+            # of a few thousand calls outruns the loop that asks for them. Held a little longer,
+            # they reach the server, which refuses the excess at once with RESOURCE_EXHAUSTED.
+            ("grpc.server.max_pending_requests", _MAX_PENDING),
+            ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING * 2),
         ]
         server = grpc.aio.server(
             options=options,
@@ -158,7 +177,7 @@ class ConnectorService:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
         # Every service is registered through this wrapper, which measures each handler.
-        measured = InstrumentedServer(server, self.grpc_metrics)
+        measured = InstrumentedServer(server, self.grpc_metrics, register=SERVICE_NAMES)
         self.service_names = self._add_connector_services(measured)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, measured)
@@ -262,6 +281,39 @@ class ConnectorService:
                 continue
             self._set_up.append(plugin)
 
+    def _check_limits(self) -> None:
+        served = {entry.category.name for entry in self.registry.connectors()}
+        served |= {f"sensor/{name}" for name in self.registry.sensors()}
+        unknown = sorted(set(self.settings.limits) - served)
+        if unknown:
+            raise StartupError(
+                f"limits: no connector serves task type(s) {', '.join(map(repr, unknown))} "
+                f"(served: {', '.join(sorted(served))})"
+            )
+
+    def _sensor_bulkhead(self, name: str, engine_calls: int) -> Bulkhead:
+        calls, threads, wait = self.settings.limits_for(f"sensor/{name}", within=engine_calls)
+        prefix = f"connector-worker-sensor-{name}"[:48]
+        return Bulkhead(
+            f"sensor {name!r}",
+            max_concurrency=calls,
+            max_threads=threads,
+            max_wait=wait,
+            make_executor=lambda n: InstrumentedThreadPoolExecutor(n, self.grpc_metrics, thread_name_prefix=prefix),
+        )
+
+    def _bulkhead(self, entry: RegisteredConnector) -> Bulkhead:
+        calls, threads, wait = self.settings.limits_for(entry.category.name)
+        category = entry.category
+        prefix = f"connector-worker-{category.name}"[:48]
+        return Bulkhead(
+            f"connector {entry.name!r} for {category.name} (version {category.version})",
+            max_concurrency=calls,
+            max_threads=threads,
+            max_wait=wait,
+            make_executor=lambda n: InstrumentedThreadPoolExecutor(n, self.grpc_metrics, thread_name_prefix=prefix),
+        )
+
     def _plugins(self) -> list[tuple[Any, str]]:
         """Every connector and sensor, with the health service name that reports it."""
         plugins: list[tuple[Any, str]] = [
@@ -305,6 +357,8 @@ class ConnectorService:
                 self._gauge_sync.cancel()
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
+            for bulkhead in self._bulkheads:
+                bulkhead.shutdown()
             self._stopped.set()
             _log.info("stopped")
 

@@ -17,7 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from flyteidl.admin import agent_pb2
@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from connector_service import _envelope
 from connector_service._access_log import ACCESS_LOGGER, AccessLog, LoggingAccessLog
+from connector_service._bulkhead import Bulkhead, SaturatedError
 from connector_service._convert import fill_resource, get_task_response
 from connector_service._grpc_metrics import MethodMetrics, failure_code
 from connector_service._messages import clip
@@ -36,6 +37,9 @@ from connector_service.connector import Phase, ResourceMeta, is_terminal_phase
 from connector_service.errors import InvalidRequestError, NotFoundError, status_for
 from connector_service.metrics import ConnectorMetrics
 from connector_service.registry import ConnectorRegistry, RegisteredConnector
+
+if TYPE_CHECKING:
+    from connector_service.registry import _Method
 
 __all__ = ["AgentMetadataServicer", "AsyncAgentServicer", "SyncAgentServicer"]
 
@@ -70,7 +74,8 @@ class _Call:
     """
 
     __slots__ = (
-        "_context", "_op", "_start", "_category", "entry", "task_type", "execution_metadata", "sizes", "connection",
+        "_context", "_op", "_start", "_category", "_bulkhead", "entry", "task_type", "execution_metadata", "sizes",
+        "connection",
     )  # fmt: skip
 
     def __init__(self, context: grpc.aio.ServicerContext, op: _Op) -> None:
@@ -84,6 +89,8 @@ class _Call:
         self.sizes: dict[str, int] | None = None
         self.connection: Connection | None = None
         """The request's connection (Flyte 2), handed to methods that name a ``connection`` parameter."""
+        self._bulkhead: Bulkhead | None = None
+        """The bulkhead whose slot this call holds, once admitted; released when the call ends."""
         if op.grpc is not None:
             op.grpc.begin()
         self._start = time.perf_counter()
@@ -111,12 +118,15 @@ class _Call:
         return self.entry
 
     def run(self, method: str, kwargs: dict[str, Any], extras: dict[str, Any] | None = None) -> Awaitable[Any]:
-        """Call the resolved connector's ``method`` within its budget; await the result.
+        """Admit the call to its connector's bulkhead, then call ``method`` within its budget.
 
         The budget is the caller's remaining deadline, less a margin for the reply, within the
         operation's cap; the connector is told it (as ``timeout``, if it asks for it). When the
         caller's deadline is the limit, grpc itself cancels the handler at that deadline; a
         timer of our own is needed (and paid for) only when the server-side cap is tighter.
+
+        Admission is inline: with room (and nobody waiting), it is two compares and an
+        increment. Without, the call waits briefly or is refused (``_queued``).
         """
         assert self.entry is not None
         cap = self._op.cap
@@ -130,12 +140,57 @@ class _Call:
             kwargs["timeout"] = budget
         if self.connection is not None and "connection" in connector_method.explicit_params:
             kwargs["connection"] = self.connection
-        awaitable = connector_method(kwargs, extras)
+        bulkhead = self.entry.bulkhead
+        if bulkhead is not None:
+            needs_thread = not connector_method.is_async
+            if (
+                bulkhead.inflight < bulkhead.max_concurrency
+                and (not needs_thread or bulkhead.threads_busy < bulkhead.max_threads)
+                and not bulkhead.waiters
+            ):
+                bulkhead.inflight += 1
+                if needs_thread:
+                    bulkhead.threads_busy += 1
+                self._bulkhead = bulkhead
+            else:
+                return self._queued(bulkhead, needs_thread, connector_method, kwargs, extras, budget, capped)
+        awaitable = connector_method(kwargs, extras, bulkhead)
         return _bounded(awaitable, budget) if capped else awaitable
+
+    async def _queued(
+        self,
+        bulkhead: Bulkhead,
+        needs_thread: bool,
+        method: _Method,
+        kwargs: dict[str, Any],
+        extras: dict[str, Any] | None,
+        budget: float,
+        capped: bool,
+    ) -> Any:
+        """Wait briefly for room in the bulkhead (or be refused: ``SaturatedError``), then run."""
+        started = time.perf_counter()
+        remaining = self._context.time_remaining()
+        await bulkhead.wait(
+            needs_thread,
+            bulkhead.wait_budget(
+                self._op.name, None if remaining is None else remaining - _DEADLINE_MARGIN, needs_thread
+            ),
+        )
+        self._bulkhead = bulkhead
+        waited = time.perf_counter() - started
+        budget = max(budget - waited, 0.0)
+        if "timeout" in kwargs:
+            kwargs["timeout"] = budget
+        awaitable = method(kwargs, extras, bulkhead)
+        return await (_bounded(awaitable, budget) if capped else awaitable)
 
     def succeeded(self) -> None:
         elapsed = time.perf_counter() - self._start
         op = self._op
+        bulkhead = self._bulkhead
+        if bulkhead is not None:
+            bulkhead.observe(op.name, elapsed)
+            bulkhead.release()
         if op.grpc is not None:
             op.grpc.end_ok(elapsed)
         svc = op.svc
@@ -153,6 +208,8 @@ class _Call:
         """
         elapsed = time.perf_counter() - self._start
         op = self._op
+        if self._bulkhead is not None:
+            self._bulkhead.release()
         if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
             # Cancellation (the caller went away, or its deadline passed), or an abort already issued.
             if op.grpc is not None:
@@ -168,6 +225,11 @@ class _Call:
         if op.grpc is not None:
             op.grpc.end(failure.code, elapsed)
         op.svc.metrics.observe_failure(self.task_type, op.name, failure.error_code, elapsed)
+        if isinstance(exc, SaturatedError):
+            # Under overload a line per refused call would flood the log (and cost CPU when
+            # there is none to spare): the bulkhead logs a count per connector per second.
+            op.svc.metrics.observe_shed(self.task_type, op.name)
+            await self._context.abort(failure.code, failure.message)
         fields = self._fields(elapsed, failure.code.name)
         if failure.expected:
             # Logged with the access log off too: a failed call is always worth a line.

@@ -28,6 +28,7 @@ from connector_service.errors import InvalidRequestError, NotFoundError
 from connector_service.registry import ConnectorUnavailableError
 
 if TYPE_CHECKING:
+    from connector_service._bulkhead import Bulkhead
     from connector_service._grpc_metrics import GrpcServerMetrics
     from connector_service.registry import ConnectorRegistry
     from sensors.base import BaseSensor
@@ -60,6 +61,9 @@ class SensorEngine(AsyncConnectorBase):
         """Upper bound on one poke, on top of the caller's deadline (a setting)."""
         self.metrics: GrpcServerMetrics | None = None
         """Where pokes are counted; set by the service at start-up."""
+        self.bulkheads: dict[str, Bulkhead] = {}
+        """Each registered sensor's own limits (by name), set by the service at start-up: a
+        sensor whose system hangs fills its own calls and threads, not the engine's."""
 
     def _sensor(self, module: str | None, name: str) -> BaseSensor:
         sensor = self._registry.find_sensor(module, name)
@@ -146,10 +150,19 @@ class SensorEngine(AsyncConnectorBase):
             # failure in propeller (flytekit#2439), a RUNNING answer just polls again.
             budget = min(budget, timeout - min(0.5, timeout * 0.1))
         budget = max(budget, _MIN_POKE_BUDGET)
+        bulkhead = self.bulkheads.get(meta.sensor_name)
+        needs_thread = not _is_async_poke(type(sensor))
+        if bulkhead is not None:
+            if bulkhead.has_room(needs_thread) and not bulkhead.waiters:
+                bulkhead.inflight += 1
+                if needs_thread:
+                    bulkhead.threads_busy += 1
+            else:
+                await bulkhead.wait(needs_thread, bulkhead.wait_budget("poke", timeout, needs_thread))
         started = time.perf_counter()
         try:
             async with asyncio.timeout(budget):
-                done = await _poke(bound, inputs)
+                done = await _poke(bound, inputs, bulkhead if needs_thread else None)
         except TimeoutError:
             self._observe(meta.sensor_name, "timeout", started)
             return Resource(
@@ -159,28 +172,44 @@ class SensorEngine(AsyncConnectorBase):
         except Exception:
             self._observe(meta.sensor_name, "error", started)
             raise
-        self._observe(meta.sensor_name, "true" if done else "false", started)
+        finally:
+            if bulkhead is not None:
+                bulkhead.release()
+        seconds = self._observe(meta.sensor_name, "true" if done else "false", started)
+        if bulkhead is not None:
+            bulkhead.observe("poke", seconds)
         if done:
             return Resource(phase=Phase.SUCCEEDED, message=f"{meta.sensor_name}: condition met")
         return Resource(phase=Phase.RUNNING)
 
-    def _observe(self, sensor: str, outcome: str, started: float) -> None:
+    def _observe(self, sensor: str, outcome: str, started: float) -> float:
+        seconds = time.perf_counter() - started
         if self.metrics is not None:
-            self.metrics.observe_poke(sensor, outcome, time.perf_counter() - started)
+            self.metrics.observe_poke(sensor, outcome, seconds)
+        return seconds
 
     async def delete(self, resource_meta: SensorMetadata, **kwargs: Any) -> None:
         """Nothing to cancel: a sensor holds no external job."""
 
 
-async def _poke(sensor: BaseSensor, inputs: dict[str, Any]) -> bool:
+async def _poke(sensor: BaseSensor, inputs: dict[str, Any], threads: Bulkhead | None) -> bool:
+    """One poke; a plain-def poke runs on ``threads`` (the sensor's own), holding a thread slot."""
     result: object
     if inspect.iscoroutinefunction(sensor.poke):
         result = await sensor.poke(**inputs)
     else:
-        result = await asyncio.to_thread(sensor.poke, **inputs)
+        if threads is not None:
+            result = await threads.run_in_thread(sensor.poke, inputs)
+        else:
+            result = await asyncio.to_thread(sensor.poke, **inputs)
         if inspect.isawaitable(result):
             result = await result
     return bool(result)
+
+
+@functools.cache
+def _is_async_poke(sensor_cls: type[BaseSensor]) -> bool:
+    return inspect.iscoroutinefunction(sensor_cls.poke)
 
 
 def _decode_inputs(meta: SensorMetadata) -> dict[str, Any]:

@@ -125,6 +125,46 @@ class BlockingConnector(AsyncConnectorBase):
         return None
 
 
+@dataclass
+class GateMeta(ResourceMeta):
+    gate: str = ""
+
+
+class GateConnector(AsyncConnectorBase):
+    """A plain ``def get`` that holds its thread until the test opens the task's gate.
+
+    The test decides when each blocking call returns (no sleeps), so a test can fill the
+    connector's threads and see what happens to the next call for as long as it likes.
+    """
+
+    name = "Gate Connector"
+    _gates: dict[str, threading.Event] = {}
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=GateMeta, task_type_name="gate", task_type_version=0)
+
+    @classmethod
+    def gate(cls, name: str) -> threading.Event:
+        with cls._lock:
+            return cls._gates.setdefault(name, threading.Event())
+
+    async def create(
+        self, task_template: tasks_pb2.TaskTemplate, output_prefix: str, inputs: Any = None, **kw: Any
+    ) -> GateMeta:
+        return GateMeta(gate=str(read_custom(task_template)["gate"]))
+
+    def get(self, resource_meta: GateMeta, **kw: Any) -> Resource:  # type: ignore[override]
+        opened = type(self).gate(resource_meta.gate).wait(timeout=30)
+        return Resource(phase=Phase.SUCCEEDED if opened else Phase.FAILED, message=threading.current_thread().name)
+
+    async def delete(self, resource_meta: GateMeta, **kw: Any) -> None:
+        return None
+
+
+gate = GateConnector()
+
+
 class SlowConnector(AsyncConnectorBase):
     """Async methods that take longer than callers wait; records cancellations."""
 

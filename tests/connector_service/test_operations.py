@@ -90,7 +90,8 @@ async def test_stop_is_safe_to_call_twice_and_concurrently() -> None:
 
 
 async def test_beyond_max_concurrent_calls_callers_get_resource_exhausted() -> None:
-    async with run_service(max_concurrent_rpcs=2) as running:
+    # The slow connector may hold the whole server here (by default one connector gets half).
+    async with run_service(max_concurrent_rpcs=2, limits={"slow": {"max_concurrency": 2}}) as running:
         stub = running.async_stub
         created = await stub.CreateTask(
             agent_pb2.CreateTaskRequest(template=task_template("slow", version=1, custom={"seconds": 1})), timeout=5
