@@ -429,3 +429,101 @@ asyncio.run(main())
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# -- templates the real flyte 2.12 SDK serialized (tests/fixtures/flyte2) ---------------------------
+
+FLYTE2 = Path(__file__).resolve().parents[1] / "fixtures" / "flyte2"
+
+
+def sdk_request(stem: str, **fields: Any) -> v2.CreateTaskRequest:
+    """The SDK's own template and inputs, in the request the executor builds around them."""
+    return v2.CreateTaskRequest(
+        template=v2_tasks.TaskTemplate.FromString((FLYTE2 / f"{stem}_template.pb").read_bytes()),
+        inputs=v2_common.Inputs.FromString((FLYTE2 / f"{stem}_inputs.pb").read_bytes()),
+        output_prefix="s3://b/o",
+        **fields,
+    )
+
+
+def executor_connection(template: v2_tasks.TaskTemplate, secret_values: dict[str, str]) -> Any:
+    """What the executor sends: ``connection`` unmarshalled from ``template.custom``, with each
+    ``custom["secrets"]`` entry resolved to its value (by the executor's secret manager)."""
+    from google.protobuf import json_format
+
+    custom = json_format.MessageToDict(template.custom)
+    secrets = {key: secret_values[name] for key, name in custom.get("secrets", {}).items()}
+    return _connection(secrets=secrets, configs=custom.get("configs", {}))
+
+
+@dataclass
+class FixtureJobMeta(ResourceMeta):
+    job_id: str
+
+
+class FixtureJobConnector(AsyncConnectorBase):
+    """Serves the SDK fixture's ``fixture_job`` (version 1): token from get_secret, endpoint from configs."""
+
+    name = "Fixture Job Connector"
+
+    def __init__(self) -> None:
+        super().__init__(metadata_type=FixtureJobMeta, task_type_name="fixture_job", task_type_version=1)
+
+    async def create(
+        self,
+        task_template: Any,
+        output_prefix: str,
+        inputs: Any = None,
+        connection: Connection | None = None,
+        **kw: Any,
+    ) -> FixtureJobMeta:
+        from connector_service import read_custom, read_inputs
+
+        values = read_inputs(inputs, task_template)
+        endpoint = connection.configs.get("endpoint", "") if connection is not None else ""
+        command = read_custom(task_template)["job"]["command"]
+        return FixtureJobMeta(job_id=f"{command}:{values['label']}:{values['n']}:{get_secret('api_token')}@{endpoint}")
+
+    async def get(self, resource_meta: FixtureJobMeta, **kw: Any) -> Resource:
+        return Resource(phase=Phase.SUCCEEDED, outputs={"job_id": resource_meta.job_id})
+
+    async def delete(self, resource_meta: FixtureJobMeta, **kw: Any) -> None:
+        return None
+
+
+async def test_the_sdks_echo_template_runs_from_v2(svc: V2) -> None:
+    request = sdk_request("echo")
+    created = await svc.tasks.CreateTask(request, timeout=10)
+    got = await svc.tasks.GetTask(
+        v2.GetTaskRequest(task_category=v2.TaskCategory(name="echo"), resource_meta=created.resource_meta), timeout=5
+    )
+    assert got.resource.phase == SUCCEEDED, got.resource.message
+    sent = {named.name: named.value for named in request.inputs.literals}
+    assert {named.name: named.value for named in got.resource.outputs.literals} == sent
+
+
+async def test_the_sdks_datetime_sensor_template_runs_from_v2(svc: V2) -> None:
+    created = await svc.tasks.CreateTask(sdk_request("datetime_sensor_config"), timeout=10)
+    got = await svc.tasks.GetTask(
+        v2.GetTaskRequest(task_category=v2.TaskCategory(name="sensor"), resource_meta=created.resource_meta), timeout=5
+    )
+    assert got.resource.phase == SUCCEEDED, got.resource.message
+
+
+async def test_the_sdks_connector_task_gets_its_secret_and_configs_through_the_connection() -> None:
+    async with run_service((*CONNECTORS, f"{THIS}:FixtureJobConnector")) as running:
+        svc = V2(running)
+        template = v2_tasks.TaskTemplate.FromString((FLYTE2 / "fixture_job_configs_template.pb").read_bytes())
+        connection = executor_connection(template, {"FIXTURE_JOB_API_TOKEN": "tok-123"})
+        created = await svc.tasks.CreateTask(sdk_request("fixture_job_configs", connection=connection), timeout=10)
+        got = await svc.tasks.GetTask(
+            v2.GetTaskRequest(
+                task_category=v2.TaskCategory(name="fixture_job", version=1),
+                resource_meta=created.resource_meta,
+                connection=connection,
+            ),
+            timeout=5,
+        )
+    assert got.resource.phase == SUCCEEDED, got.resource.message
+    (job_id,) = [n.value.scalar.primitive.string_value for n in got.resource.outputs.literals]
+    assert job_id.startswith("train:") and job_id.endswith(":tok-123@http://placeholder.invalid/jobs")
