@@ -292,22 +292,19 @@ class ConnectorService:
             )
 
     def _sensor_bulkhead(self, name: str, engine_calls: int) -> Bulkhead:
-        calls, threads, wait = self.settings.limits_for(f"sensor/{name}", within=engine_calls)
-        prefix = f"connector-worker-sensor-{name}"[:48]
-        return Bulkhead(
-            f"sensor {name!r}",
-            max_concurrency=calls,
-            max_threads=threads,
-            max_wait=wait,
-            make_executor=lambda n: InstrumentedThreadPoolExecutor(n, self.grpc_metrics, thread_name_prefix=prefix),
-        )
+        return self._new_bulkhead(f"sensor {name!r}", f"sensor/{name}", f"sensor-{name}", within=engine_calls)
 
     def _bulkhead(self, entry: RegisteredConnector) -> Bulkhead:
-        calls, threads, wait = self.settings.limits_for(entry.category.name)
         category = entry.category
-        prefix = f"connector-worker-{category.name}"[:48]
+        label = f"connector {entry.name!r} for {category.name} (version {category.version})"
+        return self._new_bulkhead(label, category.name, category.name)
+
+    def _new_bulkhead(self, label: str, key: str, threads_name: str, within: int | None = None) -> Bulkhead:
+        """The bulkhead of ``key`` (a task type or ``sensor/<name>``), sized by its limits."""
+        calls, threads, wait = self.settings.limits_for(key, within=within)
+        prefix = f"connector-worker-{threads_name}"[:48]
         return Bulkhead(
-            f"connector {entry.name!r} for {category.name} (version {category.version})",
+            label,
             max_concurrency=calls,
             max_threads=threads,
             max_wait=wait,
