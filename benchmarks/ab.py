@@ -52,7 +52,12 @@ class Target:
             for name in CONNECTORS:
                 argv += ["--connector", f"benchmarks.bench_connectors:{name}"]
         # The checkout's own packages come first on the path: python -m runs from its cwd.
-        self.server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The server's log goes through a pipe that a reader drains, as a container runtime reads
+        # a pod's stderr: the access log's writes cost what they cost in production.
+        self.sink = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        self.server = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=self.sink.stdin)
+        assert self.sink.stdin is not None
+        self.sink.stdin.close()
         wait_serving(port, timeout=30)
         self.load = subprocess.Popen(
             [sys.executable, str(BENCH / "loadgen.py"), "--target", f"127.0.0.1:{port}"],
@@ -95,6 +100,7 @@ class Target:
         self.load.wait(timeout=10)
         self.server.terminate()
         self.server.wait(timeout=30)
+        self.sink.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:

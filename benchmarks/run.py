@@ -199,10 +199,26 @@ class Processes:
         self.log_dir = log_dir
         self._procs: list[subprocess.Popen[Any]] = []
 
-    def spawn(self, argv: Sequence[str], log_name: str, **kwargs: Any) -> subprocess.Popen[Any]:
+    def spawn(
+        self, argv: Sequence[str], log_name: str, *, piped_log: bool = False, **kwargs: Any
+    ) -> subprocess.Popen[Any]:
+        """Start ``argv`` with its stderr in ``log_name``.
+
+        ``piped_log``: through a pipe that a ``cat`` process copies to the file, as a container
+        runtime reads a pod's stderr (a write to a pipe wakes a reader: it costs the server
+        more than a write to a file would, and that is the cost servers have in production).
+        """
         with open(self.log_dir / log_name, "ab") as log:  # the child keeps its own copy of the descriptor
             kwargs.setdefault("stdout", log)
-            proc = subprocess.Popen(list(argv), stderr=log, cwd=ROOT, start_new_session=True, **kwargs)
+            stderr: Any = log
+            sink = None
+            if piped_log:
+                sink = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=log, start_new_session=True)
+                self._procs.append(sink)
+                stderr = sink.stdin
+            proc = subprocess.Popen(list(argv), stderr=stderr, cwd=ROOT, start_new_session=True, **kwargs)
+            if sink is not None and sink.stdin is not None:
+                sink.stdin.close()  # the server holds the pipe now; cat ends when the server does
         self._procs.append(proc)
         return proc
 
@@ -235,7 +251,7 @@ class Server:
         """Start it and return the seconds from Popen to health SERVING (polled every 10 ms)."""
         self.log_name = f"{self.name}-{self.port}.log"
         started = time.perf_counter()
-        self.proc = self.procs.spawn(self.argv, self.log_name, env=self.env)
+        self.proc = self.procs.spawn(self.argv, self.log_name, piped_log=True, env=self.env)
         deadline = started + timeout
         while True:
             if self.proc.poll() is not None:

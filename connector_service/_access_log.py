@@ -3,9 +3,13 @@
 Through ``logging``, each call's line cost a ``LogRecord``, a handler lock, a formatter pass
 and a write plus flush: measured, 40-50 % of a whole GetTask's server CPU. Here a call's line
 is formatted straight into a buffer on the event loop's thread, and the buffer is written
-once per loop iteration (one write for every call that finished in it). The lines are the
-same bytes the service's text and JSON formatters produce for the same record, in the same
-order, and nothing is dropped: the write blocks as ``logging`` did if the log pipe is full.
+every ``interval`` (20 ms) or as soon as it holds ``max_lines`` lines, whichever comes
+first: one write for every call that finished in that time. Writing once per loop iteration
+still cost a write per call or two at 3,000 calls/s (measured: 5 % of a GetTask's server CPU).
+The lines are the same bytes the service's text and JSON formatters produce for the same
+record, in the same order, and nothing is dropped: the write blocks as ``logging`` did if the
+log pipe is full, and the buffer is written at shutdown. A process killed outright loses at
+most the last ``interval`` of lines.
 
 Other log records (a connector's own, a failure's traceback) go through ``logging``; the
 handler that ``_logging.configure`` installs flushes this buffer first, so the log stays in
@@ -55,9 +59,11 @@ class LoggingAccessLog(AccessLog):
 class StreamAccessLog(AccessLog):
     """Lines formatted as the service's own formatter would, batched per loop iteration."""
 
-    def __init__(self, stream: TextIO, fmt: str) -> None:
+    def __init__(self, stream: TextIO, fmt: str, *, interval: float = 0.02, max_lines: int = 512) -> None:
         self._stream = stream
         self._buffer: list[str] = []
+        self._interval = interval
+        self._max_lines = max_lines
         self._scheduled = False
         self._owner: int | None = None
         """The event loop's thread: the only one that touches the buffer."""
@@ -69,11 +75,18 @@ class StreamAccessLog(AccessLog):
     def line(self, level: int, message: str, fields: dict[str, Any]) -> None:
         if level < self._level:
             return
-        self._buffer.append(self._format(logging.getLevelName(level), message, fields))
+        buffer = self._buffer
+        buffer.append(self._format(logging.getLevelName(level), message, fields))
         if not self._scheduled:
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(self._interval, self._timed_flush)
             self._scheduled = True
             self._owner = threading.get_ident()
+        elif len(buffer) >= self._max_lines:
+            self.flush()
+
+    def _timed_flush(self) -> None:
+        self._scheduled = False
+        self.flush()
 
     def flush_before_record(self) -> None:
         """Called by the log handler: other threads' records do not wait for the loop's lines."""
@@ -81,7 +94,6 @@ class StreamAccessLog(AccessLog):
             self.flush()
 
     def flush(self) -> None:
-        self._scheduled = False
         if not self._buffer:
             return
         text = "".join(self._buffer)

@@ -8,7 +8,7 @@ from typing import Any
 
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, literals_pb2, types_pb2
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from connector_service._literals import LiteralConversionError, python_to_literal_map
 from connector_service.connector import Phase, Resource
@@ -112,6 +112,8 @@ def fill_resource(
 
 
 def _to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    from google.protobuf import json_format  # on first use: start-up memory
+
     struct = struct_pb2.Struct()
     # default=str keeps a stray datetime from failing the whole call; custom_info is for display.
     json_format.ParseDict(json.loads(json.dumps(dict(values), default=str)), struct)

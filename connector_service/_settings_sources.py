@@ -8,7 +8,6 @@ that set nothing, which pydantic-settings ignores without a word.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -194,6 +193,8 @@ def unknown_env_vars(model: type[BaseModel], environ: Mapping[str, str]) -> list
             continue
         # Compared without the shared prefix, which would make any two names look alike.
         names = [name.removeprefix(ENV_PREFIX) for name in known]
+        import difflib  # only when a variable looks misspelt
+
         close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), names, n=1, cutoff=0.6)
         hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else "; see connector-service serve --help"
         warnings.append(f"environment variable {key} is not a setting and is ignored{hint}")

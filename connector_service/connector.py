@@ -19,7 +19,6 @@ from typing import Any, ClassVar, TypeVar
 
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
-from google.protobuf import json_format
 
 from connector_service._literals import literal_map_to_python, variable_types
 from connector_service.plugins import Configurable
@@ -315,4 +314,6 @@ def read_inputs(inputs: literals_pb2.LiteralMap | None, task_template: tasks_pb2
 
 def read_custom(task_template: tasks_pb2.TaskTemplate) -> dict[str, Any]:
     """The template's ``custom`` struct as a plain dict (numbers arrive as floats, as in flytekit)."""
+    from google.protobuf import json_format  # on first use: start-up memory
+
     return dict(json_format.MessageToDict(task_template.custom))

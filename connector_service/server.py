@@ -19,7 +19,6 @@ import grpc
 from flyteidl.service import agent_pb2 as _service_descriptors  # noqa: F401 - InstrumentedServer reads them
 from flyteidl.service import agent_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from connector_service._access_log import AccessLog
@@ -70,37 +69,59 @@ def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-class _Reflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
-    """Reflection that loads the service descriptors on its first call, not at start-up.
+_REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+
+
+class _Reflection:
+    """Reflection that imports itself and the service descriptors on its first call, not at start-up.
 
     The flyteidl services' descriptors live in modules the generated stubs never import
-    (``flyteidl.service.agent_pb2``, ``flyteidl2.connector.service_pb2``): without them
-    reflection lists the services but cannot describe them, so grpcurl's ``describe`` and
-    ``invoke`` fail. flyteidl2's take ~50 ms to import, which start-up need not pay for a
-    tool an operator may never point at the pod.
+    (``flyteidl2.connector.service_pb2``): without them reflection lists the services but
+    cannot describe them, so grpcurl's ``describe`` and ``invoke`` fail. They, and
+    grpc_reflection itself (with protobuf's ``descriptor_pb2``), cost start-up time and
+    idle memory (about 1 MB) for a tool an operator may never point at the pod.
     """
 
     def __init__(self, service_names: tuple[str, ...], descriptor_modules: tuple[str, ...]) -> None:
-        super().__init__(service_names)
+        self._names = service_names
         self._descriptor_modules = descriptor_modules
+        self._servicer: Any = None
+        self._messages: Any = None
 
-    async def ServerReflectionInfo(self, request_iterator: Any, context: Any) -> Any:
-        while self._descriptor_modules:
-            importlib.import_module(self._descriptor_modules[0])
-            self._descriptor_modules = self._descriptor_modules[1:]
-        async for response in super().ServerReflectionInfo(request_iterator, context):
+    def _reflection_pb2(self) -> Any:
+        if self._messages is None:
+            from grpc_reflection.v1alpha import reflection_pb2
+
+            self._messages = reflection_pb2
+        return self._messages
+
+    def deserialize(self, data: bytes) -> Any:
+        return self._reflection_pb2().ServerReflectionRequest.FromString(data)
+
+    async def info(self, request_iterator: Any, context: Any) -> Any:
+        if self._servicer is None:
+            for module in self._descriptor_modules:
+                importlib.import_module(module)
+            from grpc_reflection.v1alpha import reflection
+
+            self._servicer = reflection.aio.ReflectionServicer(self._names)
+        async for response in self._servicer.ServerReflectionInfo(request_iterator, context):
             yield response
 
 
 def _add_reflection(server: InstrumentedServer, service_names: tuple[str, ...], modules: tuple[str, ...]) -> None:
-    """Reflection over every served service, measured like the others.
+    """Reflection over every served service, async and measured like the others (see ``_Reflection``)."""
+    lazy = _Reflection((*service_names, health.SERVICE_NAME, _REFLECTION_SERVICE), modules)
+    handler = grpc.stream_stream_rpc_method_handler(
+        lazy.info, request_deserializer=lazy.deserialize, response_serializer=_serialize
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_REFLECTION_SERVICE, {"ServerReflectionInfo": handler}),)
+    )
 
-    ``reflection.enable_server_reflection`` picks its async servicer only for a real
-    ``grpc.aio.Server``; handed the measuring wrapper it would register the sync one, which
-    the metrics cannot see.
-    """
-    names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(_Reflection(names, modules), server)
+
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
 
 
 class ConnectorService:

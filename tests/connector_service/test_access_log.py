@@ -42,10 +42,11 @@ async def test_a_line_is_what_the_logging_formatter_writes_for_the_same_record(
     expected = formatter.format(record)
 
     stream = io.StringIO()
-    access_log = StreamAccessLog(stream, fmt)
+    access_log = StreamAccessLog(stream, fmt, interval=0.01)
     access_log.line(logging.INFO, "get job (version 0) OK 0.1ms", dict(FIELDS))
-    assert stream.getvalue() == ""  # batched until the loop comes round
     await asyncio.sleep(0)
+    assert stream.getvalue() == ""  # batched for the interval
+    await asyncio.sleep(0.05)
     written = stream.getvalue()
     assert written.endswith("\n") and written.count("\n") == 1
     if fmt == "json":
@@ -64,12 +65,28 @@ async def test_lines_below_the_level_are_not_written() -> None:
     logger.setLevel(logging.WARNING)
     try:
         stream = io.StringIO()
-        access_log = StreamAccessLog(stream, "json")
+        access_log = StreamAccessLog(stream, "json", interval=0.01)
         access_log.line(logging.INFO, "get OK", {})
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
         assert stream.getvalue() == ""
     finally:
         logger.setLevel(previous)
+
+
+async def test_a_full_batch_is_written_at_once_and_the_rest_when_the_interval_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="connector_service.rpc")
+    stream = io.StringIO()
+    access_log = StreamAccessLog(stream, "text", interval=0.05, max_lines=3)
+    for n in range(4):
+        access_log.line(logging.INFO, f"call {n}", {})
+    assert stream.getvalue().count("\n") == 3  # the third line filled the batch
+    await asyncio.sleep(0.15)
+    assert [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()] == [f"call {n}" for n in range(4)]
+    access_log.line(logging.INFO, "last", {})
+    access_log.flush()  # as at shutdown: nothing waits for the timer
+    assert stream.getvalue().endswith("last\n")
 
 
 async def test_every_call_is_logged_once_and_in_order_with_the_other_records() -> None:
