@@ -60,6 +60,8 @@ CALL_TIMEOUT = 10.0
 DAEMON_QUIET: tuple[str, ...] = ()
 """The daemon is measured as users run it: access log on, info logs, the whole catalogue registered."""
 WORKER_SHAPES = (("1 conn", 1, 1), ("8 conns, 1 proc", 1, 8), ("8 conns, 4 procs", 4, 2))
+WORKER_COUNTS = (1, 2, 4)
+"""--workers scenario: the daemons compared, side by side (ratios are to the first)."""
 """--workers scenario: (label, load processes, channels per process), GetTask noop at total c=128."""
 SERVED_CORES = 0.05
 """A --workers process that used more CPU than this (cores) over a window served calls in it."""
@@ -780,13 +782,13 @@ class Run:
             server.stop(40)
 
     def workers(self) -> None:
-        """``--workers 1`` vs ``--workers 2``: GetTask noop at c=128 over one connection and over eight.
+        """``--workers 1``, ``2`` and ``4``: GetTask noop at c=128 over one connection and over eight.
 
         SO_REUSEPORT spreads connections, not calls, over the worker processes: one channel lands
         on one worker. Both daemons run side by side and take turns, shape by shape.
         """
         # --shutdown-delay 0 only so that stopping them takes no time; both run with the same flags.
-        servers = {n: self.daemon("--workers", str(n), "--shutdown-delay", "0") for n in (1, 2)}
+        servers = {n: self.daemon("--workers", str(n), "--shutdown-delay", "0") for n in WORKER_COUNTS}
         targets: dict[int, Target] = {}
         try:
             for n, server in servers.items():
@@ -826,6 +828,12 @@ class Run:
                         key: _median([p[key] for p in points if p[key] is not None])
                         for key in ("calls_per_s", "p99_ms", "server_cpu_us_per_call", "server_cores")
                     }
+                    load = [
+                        p["client_cpu_us_per_call"] * p["calls_per_s"] / 1e6
+                        for p in points
+                        if p["client_cpu_us_per_call"] is not None and p["calls_per_s"]
+                    ]
+                    summary["load_cores"] = round(_median(load) or 0.0, 3)
                     summary["workers_served"] = min(p["workers_served"] for p in points)
                     summary["errors"] = sum(sum(p["errors"].values()) for p in points)
                     if target.workers:
@@ -834,16 +842,23 @@ class Run:
                         )
                     summary["runs"] = points
                     entry[f"workers{n}"] = summary
-                w1, w2 = entry["workers1"], entry["workers2"]
-                entry["ratio"] = {
-                    key: _ratio(w2[key], w1[key]) for key in ("calls_per_s", "p99_ms", "server_cpu_us_per_call")
+                w1 = entry[f"workers{WORKER_COUNTS[0]}"]
+                entry["ratios"] = {
+                    n: {
+                        key: _ratio(entry[f"workers{n}"][key], w1[key])
+                        for key in ("calls_per_s", "p99_ms", "server_cpu_us_per_call")
+                    }
+                    for n in WORKER_COUNTS[1:]
                 }
+                entry["ratio"] = entry["ratios"][WORKER_COUNTS[1]]
                 shapes[label] = entry
             self.results["workers"] = {
                 "op": "get_noop",
                 "concurrency": 128,
                 "repeats": self.plan.rate_repeats,
                 "served_threshold_cores": SERVED_CORES,
+                "counts": list(WORKER_COUNTS),
+                "cores": len(os.sched_getaffinity(0)),
                 "shapes": shapes,
                 "interpretation": _workers_sentence(shapes),
             }
@@ -1057,36 +1072,40 @@ def _wait_workers(server: Server, count: int, timeout: float) -> list[int]:
 
 
 def _workers_sentence(shapes: dict[str, Any]) -> str:
-    """One sentence from the figures: did a second worker serve calls, and did it buy throughput?
+    """One sentence from the figures: did more workers serve calls, and did they buy throughput?
 
-    The one-connection shape is the control: a second worker cannot help it, so its ratio shows
-    the run-to-run noise; a gain counts only if it is 1.2x or more and 0.1 above that.
+    The one-connection shape is the control: more workers cannot help it, so its ratio shows
+    the run-to-run noise; a gain counts only if it is 1.2x or more and 0.1 above that. The load
+    generator's own cores are stated: on a machine with few cores it competes with the workers.
     """
     cores = len(os.sched_getaffinity(0))
     single = [e for e in shapes.values() if e["connections"] == 1]
-    many = [e for e in shapes.values() if e["connections"] > 1]
-    first_label = next((label for label, e in shapes.items() if e["connections"] > 1), "")
+    many = [(label, e) for label, e in shapes.items() if e["connections"] > 1]
     parts = []
-    if single:
-        e = single[0]
-        parts.append(
-            f"one connection was served by {e['workers2']['workers_served']} of 2 workers "
-            f"(calls/s x{_fmt(e['ratio']['calls_per_s'], '.2f')}, noise)"
-        )
-    if many:
-        control = (single[0]["ratio"]["calls_per_s"] or 1.0) if single else 1.0
-        ratios = [e["ratio"]["calls_per_s"] or 0.0 for e in many]
-        gains = [r >= max(1.2, control + 0.1) for r in ratios]
-        verdict = "raised calls/s" if all(gains) else "raised calls/s in one shape only" if any(gains) else "no gain"
-        served = max(e["workers2"]["workers_served"] for e in many)
-        first = many[0]
-        used = "/".join(_fmt(first[f"workers{n}"]["server_cores"], ".2f") for n in (1, 2))
-        parts.append(
-            f"{first['connections']} connections reached {served} workers: {verdict} "
-            f"(x{'/'.join(f'{r:.2f}' for r in ratios)}); the server used {used} cores with 1/2 workers "
-            f"({first_label}), the load generator most of the rest of the {cores} cores"
-        )
-    return "--workers 2 vs 1: " + "; ".join(parts) + "."
+    for n in WORKER_COUNTS[1:]:
+        key = f"workers{n}"
+        if single:
+            e = single[0]
+            parts.append(
+                f"{n} workers: one connection was served by {e[key]['workers_served']} of {n} "
+                f"(calls/s x{_fmt(e['ratios'][n]['calls_per_s'], '.2f')}, noise)"
+            )
+        if many:
+            control = (single[0]["ratios"][n]["calls_per_s"] or 1.0) if single else 1.0
+            ratios = [e["ratios"][n]["calls_per_s"] or 0.0 for _, e in many]
+            gains = [r >= max(1.2, control + 0.1) for r in ratios]
+            verdict = (
+                "raised calls/s" if all(gains) else "raised calls/s in one shape only" if any(gains) else "no gain"
+            )
+            served = max(e[key]["workers_served"] for _, e in many)
+            label, first = many[0]
+            parts.append(
+                f"{first['connections']} connections reached {served} of {n} workers: {verdict} "
+                f"(x{'/'.join(f'{r:.2f}' for r in ratios)}); with {label} the server used "
+                f"{_fmt(first[key]['server_cores'], '.2f')} cores and the load generator "
+                f"{_fmt(first[key]['load_cores'], '.2f')} of the machine's {cores}"
+            )
+    return f"--workers vs {WORKER_COUNTS[0]}: " + "; ".join(parts) + "."
 
 
 def _median(values: list[float]) -> float | None:
@@ -1281,27 +1300,29 @@ def _matrix_table(results: dict[str, Any]) -> list[str]:
 
 
 def _workers_table(workers: dict[str, Any]) -> list[str]:
+    counts = workers.get("counts") or [1, 2]
     out = [
-        f"--workers: GetTask bench_noop, total c={workers['concurrency']}, daemons with --workers 1 and 2 side by "
-        f"side, median of {workers['repeats']}; cpu us = supervisor + workers per call; busy = workers above "
-        f"{workers['served_threshold_cores']} cores"
+        f"--workers: GetTask bench_noop, total c={workers['concurrency']}, daemons with --workers "
+        f"{'/'.join(str(n) for n in counts)} side by side on {workers.get('cores', '?')} cores, median of "
+        f"{workers['repeats']}; cpu us = supervisor + workers per call; busy = workers above "
+        f"{workers['served_threshold_cores']} cores; load = the load generator's cores"
     ]
-    header = (
-        f"{'shape':<17} | {'w1 /s':>6} {'p99ms':>6} {'cpu us':>6} | {'w2 /s':>6} {'p99ms':>6} {'cpu us':>6} "
-        f"{'busy':>4} {'conns/worker':>12} | {'/s w2/w1':>8} {'p99':>5} {'cpu':>5}"
+    header = f"{'shape':<17} | {'workers':>7} {'/s':>6} {'p99ms':>6} {'cpu us':>6} {'busy':>4} {'load':>5} " + (
+        f"{'conns/worker':>12} | {'/s vs 1':>7}"
     )
     out += [header, "-" * len(header)]
     for label, e in workers["shapes"].items():
-        w1, w2, r = e["workers1"], e["workers2"], e["ratio"]
-        conns = "/".join(str(c) for c in w2.get("connections_per_worker") or ()) or "-"
-        flag = " !" if w1["errors"] or w2["errors"] else ""
-        out.append(
-            f"{label:<17} | {_fmt(w1['calls_per_s'], '6.0f')} {_fmt(w1['p99_ms'], '6.1f')} "
-            f"{_fmt(w1['server_cpu_us_per_call'], '6.0f')} | {_fmt(w2['calls_per_s'], '6.0f')} "
-            f"{_fmt(w2['p99_ms'], '6.1f')} {_fmt(w2['server_cpu_us_per_call'], '6.0f')} {w2['workers_served']:>4} "
-            f"{conns:>12} | {_fmt(r['calls_per_s'], '8.2f')} {_fmt(r['p99_ms'], '5.2f')} "
-            f"{_fmt(r['server_cpu_us_per_call'], '5.2f')}{flag}"
-        )
+        for n in counts:
+            w = e[f"workers{n}"]
+            ratio = e.get("ratios", {}).get(n) or e.get("ratios", {}).get(str(n))
+            conns = "/".join(str(c) for c in w.get("connections_per_worker") or ()) or "-"
+            flag = " !" if w["errors"] else ""
+            out.append(
+                f"{label if n == counts[0] else '':<17} | {n:>7} {_fmt(w['calls_per_s'], '6.0f')} "
+                f"{_fmt(w['p99_ms'], '6.1f')} {_fmt(w['server_cpu_us_per_call'], '6.0f')} "
+                f"{w['workers_served']:>4} {_fmt(w.get('load_cores'), '5.2f')} {conns:>12} | "
+                f"{_fmt(ratio['calls_per_s'] if ratio else None, '7.2f')}{flag}"
+            )
     out += [workers["interpretation"], ""]
     return out
 
