@@ -5,9 +5,10 @@
 
 Each TARGET is ``bare`` or a checkout of this repository (a directory; ``.`` is this one), so
 a change can be measured against the commit before it (``git worktree add /tmp/base HEAD~1``,
-then ``benchmarks/ab.py bare /tmp/base .``). All targets run at once, each with its own load
-process (``loadgen.py``), and take turns round by round, so a drift of the machine hits them
-alike; a single window of ``run.py``'s matrix is noisier than the median of these rounds.
+then ``benchmarks/ab.py bare /tmp/base .``); ``DIR::FLAGS`` adds daemon flags
+(``.::--no-access-log``). All targets run at once, each with its own load process
+(``loadgen.py``), and take turns round by round, so a drift of the machine hits them alike;
+a single window of ``run.py``'s matrix is noisier than the median of these rounds.
 Prints, per target, the median and every round's server CPU per call (utime+stime of all its
 threads from /proc) and calls/s.
 """
@@ -44,11 +45,12 @@ class Target:
             argv = [sys.executable, str(BENCH / "bare_server.py"), "--port", str(port), "--loop", "uvloop"]
             cwd = ROOT
         else:
-            cwd = Path(spec).resolve()
+            where, _, flags = spec.partition("::")
+            cwd = Path(where).resolve()
             if not (cwd / "connector_service").is_dir():
                 raise SystemExit(f"{spec}: not a checkout of this repository (no connector_service/)")
             argv = [sys.executable, "-m", "connector_service", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            argv += ["--metrics-port", "0", *DAEMON_QUIET]
+            argv += ["--metrics-port", "0", *DAEMON_QUIET, *flags.split()]
             for name in CONNECTORS:
                 argv += ["--connector", f"benchmarks.bench_connectors:{name}"]
         # The checkout's own packages come first on the path: python -m runs from its cwd.

@@ -47,6 +47,28 @@ class AccessLog:
     def flush(self) -> None:
         """Write what is buffered (at shutdown, and before any other record of the loop's thread)."""
 
+    def ok(self, operation: str, label: str, task_type: str, elapsed: float, execution_id: str) -> None:
+        """The line of a call that succeeded: the same as ``line`` with ``ok_record``'s arguments.
+
+        Most calls succeed, so this line has a fast path of its own in ``StreamAccessLog``.
+        """
+        self.line(logging.INFO, *ok_record(operation, label, task_type, elapsed, execution_id))
+
+
+def ok_record(
+    operation: str, label: str, task_type: str, elapsed: float, execution_id: str
+) -> tuple[str, dict[str, Any]]:
+    """The message and fields of a successful call's line."""
+    fields: dict[str, Any] = {
+        "operation": operation,
+        "task_type": task_type,
+        "grpc_code": "OK",
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    if execution_id:
+        fields["task_execution_id"] = execution_id
+    return f"{operation} {label} OK {elapsed * 1000:.1f}ms", fields
+
 
 class LoggingAccessLog(AccessLog):
     """Each line a ``logging`` record of ``connector_service.rpc``: for embedded services."""
@@ -68,15 +90,27 @@ class StreamAccessLog(AccessLog):
         self._owner: int | None = None
         """The event loop's thread: the only one that touches the buffer."""
         self._level = _log.getEffectiveLevel()
-        self._format: Callable[[str, str, dict[str, Any]], str] = (
-            _JsonLine().format if fmt == "json" else _TextLine().format
-        )
+        formatter = _JsonLine() if fmt == "json" else _TextLine()
+        self._format: Callable[[str, str, dict[str, Any]], str] = formatter.format
+        self._format_ok: Callable[[str, str, str, float, str], str] = formatter.format_ok
 
     def line(self, level: int, message: str, fields: dict[str, Any]) -> None:
         if level < self._level:
             return
         buffer = self._buffer
         buffer.append(self._format(logging.getLevelName(level), message, fields))
+        if not self._scheduled:
+            asyncio.get_running_loop().call_later(self._interval, self._timed_flush)
+            self._scheduled = True
+            self._owner = threading.get_ident()
+        elif len(buffer) >= self._max_lines:
+            self.flush()
+
+    def ok(self, operation: str, label: str, task_type: str, elapsed: float, execution_id: str) -> None:
+        if logging.INFO < self._level:
+            return
+        buffer = self._buffer
+        buffer.append(self._format_ok(operation, label, task_type, elapsed, execution_id))
         if not self._scheduled:
             asyncio.get_running_loop().call_later(self._interval, self._timed_flush)
             self._scheduled = True
@@ -103,6 +137,13 @@ class StreamAccessLog(AccessLog):
             self._stream.flush()
         except (OSError, ValueError):  # the log stream is gone (closed pipe): as logging, carry on
             pass
+
+
+_OK_CACHE = 4096
+"""Entries of a formatter's per-(operation, task type) pieces; far more than a registry holds."""
+
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""A JSON string literal, as ``json.dumps`` (``ensure_ascii``) writes it."""
 
 
 class IsoTime:
@@ -132,6 +173,7 @@ class _JsonLine:
     def __init__(self) -> None:
         self._time = IsoTime()
         self._encode = json.JSONEncoder(default=str).encode
+        self._ok_parts: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     def format(self, level: str, message: str, fields: dict[str, Any]) -> str:
         payload: dict[str, Any] = {
@@ -143,6 +185,27 @@ class _JsonLine:
         payload.update(fields)
         return self._encode(payload) + "\n"
 
+    def format_ok(self, operation: str, label: str, task_type: str, elapsed: float, execution_id: str) -> str:
+        """``format`` of ``ok_record``'s line, from pieces encoded once per operation and task type."""
+        key = (operation, label, task_type)
+        parts = self._ok_parts.get(key)
+        if parts is None:
+            parts = self._ok_parts_for(operation, label, task_type)
+        head, middle = parts
+        ms = elapsed * 1000
+        tail = f', "task_execution_id": {_json_str(execution_id)}}}\n' if execution_id else "}\n"
+        return f'{{"time": "{self._time(time.time())}"{head}{ms:.1f}ms"{middle}{round(ms, 3)!r}{tail}'
+
+    def _ok_parts_for(self, operation: str, label: str, task_type: str) -> tuple[str, str]:
+        message = _json_str(f"{operation} {label} OK ")[:-1]  # the number and "ms" need no escaping
+        head = f', "level": "info", "logger": "{ACCESS_LOGGER}", "message": {message}'
+        middle = f', "operation": {_json_str(operation)}, "task_type": {_json_str(task_type)}, '
+        middle += '"grpc_code": "OK", "duration_ms": '
+        if len(self._ok_parts) >= _OK_CACHE:  # bounded: labels come from registered task types
+            self._ok_parts.clear()
+        self._ok_parts[operation, label, task_type] = (head, middle)
+        return head, middle
+
 
 class _TextLine:
     """``_logging.TextFormatter``'s line (``asctime level logger: message k=v ...``)."""
@@ -150,6 +213,26 @@ class _TextLine:
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._ok_parts: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+    def format_ok(self, operation: str, label: str, task_type: str, elapsed: float, execution_id: str) -> str:
+        """``format`` of ``ok_record``'s line, from pieces built once per operation and task type."""
+        parts = self._ok_parts.get((operation, label, task_type))
+        if parts is None:
+            if len(self._ok_parts) >= _OK_CACHE:
+                self._ok_parts.clear()
+            parts = self._ok_parts[operation, label, task_type] = (
+                f" {'INFO':<7} {ACCESS_LOGGER}: {operation} {label} OK ",
+                f"ms operation={operation} task_type={task_type} grpc_code=OK duration_ms=",
+            )
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._second = second
+        ms = elapsed * 1000
+        tail = f" task_execution_id={execution_id}\n" if execution_id else "\n"
+        return f"{self._prefix},{int((now - second) * 1000):03d}{parts[0]}{ms:.1f}{parts[1]}{round(ms, 3)}{tail}"
 
     def format(self, level: str, message: str, fields: dict[str, Any]) -> str:
         now = time.time()

@@ -151,6 +151,11 @@ class RegisteredConnector:
     def name(self) -> str:
         return self.connector.name
 
+    @functools.cached_property
+    def label(self) -> str:
+        """The task type as messages and the access log name it (built once, not per call)."""
+        return f"{clip(self.category.name)} (version {self.category.version})"
+
 
 _ASYNC_METHODS = ("create", "get", "delete", "get_metrics", "get_logs")
 _SYNC_METHODS = ("do",)

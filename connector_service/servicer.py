@@ -98,6 +98,8 @@ class _Call:
     @property
     def task_label(self) -> str:
         """The task type as messages name it; built only when a message needs it."""
+        if self.entry is not None:
+            return self.entry.label
         if self._category is None:
             return "unknown task type"
         name, version = self._category
@@ -105,6 +107,8 @@ class _Call:
 
     def note_size(self, name: str, size: int) -> None:
         """Remember a payload size for the debug log: sizes only, never contents."""
+        if not _log.isEnabledFor(logging.DEBUG):
+            return
         if self.sizes is None:
             self.sizes = {}
         self.sizes[name] = size
@@ -196,9 +200,14 @@ class _Call:
         svc = op.svc
         svc.metrics.observe_success(self.task_type, op.name, elapsed)
         if svc.log_ok:
-            svc.access_log.line(
-                logging.INFO, f"{op.name} {self.task_label} OK {elapsed * 1000:.1f}ms", self._fields(elapsed, "OK")
-            )
+            if self.sizes is None:
+                metadata = self.execution_metadata
+                task_execution_id = "" if metadata is None else clip(execution_id(metadata), _MAX_EXECUTION_ID)
+                svc.access_log.ok(op.name, self.task_label, self.task_type, elapsed, task_execution_id)
+            else:  # debug: with the payload sizes
+                svc.access_log.line(
+                    logging.INFO, f"{op.name} {self.task_label} OK {elapsed * 1000:.1f}ms", self._fields(elapsed, "OK")
+                )
 
     async def failed(self, exc: BaseException) -> None:
         """Record ``exc`` and answer it with its gRPC status (``abort`` raises).

@@ -14,7 +14,7 @@ import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.service import agent_pb2_grpc
 
-from connector_service._access_log import StreamAccessLog
+from connector_service._access_log import StreamAccessLog, ok_record
 from connector_service._logging import JsonFormatter, TextFormatter
 from connector_service.testing import task_template
 from tests.utils import SAMPLES, serve_process
@@ -117,3 +117,38 @@ async def test_every_call_is_logged_once_and_in_order_with_the_other_records() -
     assert "exception" in records[failed] and "the job API said no" in records[failed]["exception"]
     assert records[failed + 1]["message"].startswith("create job (version 0) OK")
     assert messages[-1] == "stopped"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize(
+    ("label", "task_type", "execution_id"),
+    [
+        ("job (version 0)", "job", ""),
+        ("job (version 3)", "job", "proj/dev/a1b2/n0/wf.t/0"),
+        ('q"uoted\\ ünïcode (version 0)', 'q"uoted\\ ünïcode', 'p/d/"x"/\u2603/t/1'),
+    ],
+)
+async def test_a_successful_call_s_fast_line_is_the_same_as_the_general_one(
+    fmt: str, label: str, task_type: str, execution_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ok`` builds the line from cached pieces; it must be byte for byte what ``line`` writes
+    (same time to the millisecond aside), JSON escaping included."""
+    caplog.set_level(logging.INFO, logger="connector_service.rpc")
+    fast, general = io.StringIO(), io.StringIO()
+    fast_log, general_log = StreamAccessLog(fast, fmt), StreamAccessLog(general, fmt)
+    for elapsed in (0.0001234, 0.5, 12.3456789):
+        for _ in range(2):  # the second time from the cache
+            fast_log.ok("get", label, task_type, elapsed, execution_id)
+            general_log.line(logging.INFO, *ok_record("get", label, task_type, elapsed, execution_id))
+    fast_log.flush()
+    general_log.flush()
+    fast_lines, general_lines = fast.getvalue().splitlines(), general.getvalue().splitlines()
+    assert len(fast_lines) == len(general_lines) == 6
+    for ours, theirs in zip(fast_lines, general_lines, strict=True):
+        if fmt == "json":
+            a, b = json.loads(ours), json.loads(theirs)
+            assert a.pop("time")[:19] == b.pop("time")[:19]
+            assert list(a.items()) == list(b.items())
+            assert ours[ours.index('"level"') :] == theirs[theirs.index('"level"') :]
+        else:
+            assert _TEXT_TIME.sub("", ours) == _TEXT_TIME.sub("", theirs)
