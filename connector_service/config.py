@@ -210,6 +210,12 @@ class Settings(BaseSettings):
         True,
         description="Log each connector call (operation, task type, task execution id, status, duration).",
     )
+    slow_call_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="With the access log off, still log a successful call that took at least this long "
+        "(0: never). Failed calls are always logged.",
+    )
 
     @field_validator("connectors", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -199,7 +200,7 @@ class _Call:
             op.grpc.end_ok(elapsed)
         svc = op.svc
         svc.metrics.observe_success(self.task_type, op.name, elapsed)
-        if svc.log_ok:
+        if svc.log_ok or elapsed >= svc.slow:
             if self.sizes is None:
                 metadata = self.execution_metadata
                 task_execution_id = "" if metadata is None else clip(execution_id(metadata), _MAX_EXECUTION_ID)
@@ -274,7 +275,7 @@ async def _bounded(awaitable: Awaitable[Any], budget: float) -> Any:
 class _Shared:
     """What every call needs, built once from the settings."""
 
-    __slots__ = ("registry", "metrics", "caps", "access_log", "log_ok", "key")
+    __slots__ = ("registry", "metrics", "caps", "access_log", "log_ok", "slow", "key")
 
     def __init__(
         self, registry: ConnectorRegistry, metrics: ConnectorMetrics, settings: Settings, access_log: AccessLog | None
@@ -285,6 +286,8 @@ class _Shared:
         self.access_log = access_log if access_log is not None else LoggingAccessLog()
         self.log_ok = settings.access_log
         """Log successful calls too (``--access-log``); failures are always logged."""
+        self.slow = settings.slow_call_seconds or math.inf
+        """A successful call at least this slow is logged with the access log off too."""
         self.key = settings.signing_key
 
 

@@ -152,3 +152,30 @@ async def test_a_successful_call_s_fast_line_is_the_same_as_the_general_one(
             assert ours[ours.index('"level"') :] == theirs[theirs.index('"level"') :]
         else:
             assert _TEXT_TIME.sub("", ours) == _TEXT_TIME.sub("", theirs)
+
+
+@pytest.mark.parametrize(("threshold", "logged"), [("0.2", True), ("0", False)])
+async def test_with_the_access_log_off_a_slow_call_is_still_logged(threshold: str, logged: bool) -> None:
+    """Over the wire: --no-access-log drops the lines of quick successful calls, but a call slower
+    than --slow-call-seconds keeps its line (and --slow-call-seconds 0 turns that off)."""
+    args = ("--connector", SAMPLES, "--shutdown-delay", "0", "--log-format", "json", "--no-access-log")
+    async with serve_process(*args, "--slow-call-seconds", threshold) as served:
+        assert served.proc.stderr is not None
+        log = asyncio.ensure_future(asyncio.to_thread(served.proc.stderr.read))
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+            quick = await stub.CreateTask(agent_pb2.CreateTaskRequest(template=task_template("job")), timeout=5)
+            slow = await stub.CreateTask(
+                agent_pb2.CreateTaskRequest(template=task_template("slow", version=1, custom={"seconds": 0.3})),
+                timeout=5,
+            )
+            category = agent_pb2.TaskCategory(name="slow", version=1)
+            await stub.GetTask(agent_pb2.GetTaskRequest(task_category=category, resource_meta=slow.resource_meta))
+            assert quick.resource_meta
+        served.proc.send_signal(signal.SIGTERM)
+        stderr = await log
+        await served.finish()
+    calls = [r for r in map(json.loads, stderr.splitlines()) if "operation" in r]
+    assert [(c["operation"], c["task_type"]) for c in calls] == ([("get", "slow")] if logged else [])
+    if logged:
+        assert calls[0]["grpc_code"] == "OK" and calls[0]["duration_ms"] >= 300
