@@ -113,9 +113,9 @@ def _str_map(value: Any, field: str) -> dict[str, str]:
     return {str(k): str(_ints(v)) for k, v in value.items()}
 
 
-def _serverless(conf: dict[str, Any], env: Mapping[str, str]) -> str:
+def _serverless(conf: dict[str, Any], key: Any, env: Mapping[str, str]) -> str:
     """Serverless compute: make sure ``environments`` has the task's environment, with Flyte's env vars."""
-    key = conf.pop("environment_key", None) or "default"
+    key = key or "default"
     if not isinstance(key, str):
         raise InvalidRequestError(f"{WHO}: custom.databricksConf.environment_key must be a string")
     environments = conf.get("environments") or []
@@ -184,7 +184,7 @@ def build_submit_body(
         raise InvalidRequestError(f"{WHO}: custom.databricksConf.python_file must be a string")
     task: dict[str, Any] = {key: conf.pop(key) for key in list(conf) if key in _TASK_KEYS}
     if serverless:
-        task["environment_key"] = _serverless(conf, _env(template))
+        task["environment_key"] = _serverless(conf, task.pop("environment_key", None), _env(template))
         task.pop("new_cluster", None)
     else:
         task.pop("environment_key", None)
