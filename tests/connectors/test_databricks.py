@@ -27,7 +27,7 @@ import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
 
-from connector_service import RegistryError
+from connector_service import ConnectorRegistry, RegistryError, TaskCategory
 from connector_service._envelope import open_meta
 from tests.connectors.minilake import Minilake, minilake  # noqa: F401
 from tests.http_server import Answer, HttpTestServer
@@ -509,3 +509,10 @@ async def test_settings_that_cannot_work_stop_the_service_at_start_up(settings: 
     with pytest.raises(RegistryError, match=problem):
         async with run_service(CONNECTORS, entry_points=False, plugins={"databricks": settings}):
             pass
+
+
+def test_the_bundled_entry_points_register_both_task_types() -> None:
+    registry = ConnectorRegistry.build()
+    for name in ("databricks", "spark"):
+        entry = registry.lookup(TaskCategory(name, 0))
+        assert not entry.is_sync and entry.connector.settings_key == "databricks"
