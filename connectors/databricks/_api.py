@@ -4,18 +4,22 @@ Not databricks-sdk: it costs 1.5 s and 55 MiB at import for what is three REST c
 call goes to the workspace the operator configured (``Instance.base_url``), with a token read
 from the operator's secrets each time (so a rotated secret takes effect at once), or an
 OAuth M2M token fetched from the workspace's ``/oidc/v1/token`` and cached until shortly
-before it expires.
+before it expires. Secrets are read from the service's own sources only, never from a Flyte 2
+request's ``connection``: the credential is the operator's choice for the team, and today's
+executor puts the template's secret *names* there (``secrets.databricks_token``), not values.
 
 What an answer means for the task:
 
 - no answer (refused, reset, timed out), 5xx, 429: ``UnavailableError`` (propeller retries);
-- 401/403: ``PreconditionError`` naming the secret (never its value);
+- 401/403: ``PreconditionError`` naming the secret (never its value); a redirect (a wrong
+  host or endpoint) too;
 - 404, or 400 saying the run does not exist: ``RunNotFound``;
 - any other 4xx: ``Refused`` with Databricks' error code and message.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -79,6 +83,11 @@ def _error_of(status: int, body: bytes) -> tuple[str, str]:
     return clip(code, 80), clip(str(message), 500)
 
 
+def _service_secret(name: str) -> str:
+    """``get_secret`` outside the calling request's context, so a Flyte 2 connection is not consulted."""
+    return contextvars.Context().run(get_secret, name).strip()
+
+
 class JobsClient:
     """Jobs API calls for one connector; OAuth tokens are cached per workspace and client-id secret."""
 
@@ -134,6 +143,11 @@ class JobsClient:
                 raise UnavailableError(f"databricks: {call} on {target.where} answered {status} with no JSON object")
             return data
         code, message = _error_of(status, raw)
+        if 300 <= status < 400:
+            raise PreconditionError(
+                f"databricks: {call} on {target.where} answered a redirect ({status}): the API is not at "
+                f"{target.instance.base_url}; check plugins.databricks.instances.{target.key}"
+            )
         if status == 429 or status >= 500:
             raise UnavailableError(f"databricks: {call} on {target.where} answered {status} {code}: {message}".strip())
         if status in (401, 403):
@@ -206,14 +220,14 @@ class JobsClient:
 
     async def _authorization(self, target: Target, timeout: float) -> str:
         if target.auth_type != "oauth_m2m":
-            return f"Bearer {get_secret(target.token_secret).strip()}"
+            return f"Bearer {_service_secret(target.token_secret)}"
         key = self._token_key(target)
         cached = self._tokens.get(key)
         if cached is not None and cached[1] > time.monotonic():
             return f"Bearer {cached[0]}"
         instance = target.instance
-        client_id = get_secret(instance.oauth_client_id_secret or "").strip()
-        client_secret = get_secret(instance.oauth_client_secret_secret or "").strip()
+        client_id = _service_secret(instance.oauth_client_id_secret or "")
+        client_secret = _service_secret(instance.oauth_client_secret_secret or "")
         status, raw = await self._send(
             target,
             "POST",

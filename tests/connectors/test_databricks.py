@@ -516,3 +516,50 @@ def test_the_bundled_entry_points_register_both_task_types() -> None:
     for name in ("databricks", "spark"):
         entry = registry.lookup(TaskCategory(name, 0))
         assert not entry.is_sync and entry.connector.settings_key == "databricks"
+
+
+async def test_flyte_2_over_its_own_protocol_uses_the_operators_token(workspace: HttpTestServer) -> None:
+    """Flyte 2's executor sends ``connection.secrets`` built from ``custom.secrets``: today the secret's *name*."""
+    from flyteidl2.connector import connector_pb2 as v2
+    from flyteidl2.connector import service_pb2_grpc as v2_grpc
+    from flyteidl2.core import security_pb2
+    from flyteidl2.core import tasks_pb2 as v2_tasks
+    from flyteidl2.task import common_pb2 as v2_common
+
+    workspace.route("/api/2.2/jobs/runs/submit", Answer(json={"run_id": 31}))
+    run = {"job_id": 8, "run_id": 31, "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"}}
+    workspace.route("/api/2.2/jobs/runs/get", Answer(json=run))
+    template, _ = rendered(fixture("f2_databricks"))
+    connection = security_pb2.Connection(secrets={"databricks_token": "databricks_token"})
+    async with service({"default": instance(workspace.base)}) as svc:
+        stub = v2_grpc.AsyncConnectorServiceStub(svc.channel)
+        created = await stub.CreateTask(
+            v2.CreateTaskRequest(
+                template=v2_tasks.TaskTemplate.FromString(template.SerializeToString()),
+                inputs=v2_common.Inputs.FromString((DATABRICKS / "f2_databricks_inputs.pb").read_bytes()),
+                output_prefix="s3://b/o",
+                connection=connection,
+            ),
+            timeout=10,
+        )
+        category = v2.TaskCategory(name="databricks", version=0)
+        got = await stub.GetTask(
+            v2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta, connection=connection),
+            timeout=10,
+        )
+    assert got.resource.phase == execution_pb2.TaskExecution.SUCCEEDED
+    assert [link.uri for link in got.resource.log_links] == [f"https://{HOST}/#job/8/run/31"]
+    calls = workspace.of("/api/2.2/jobs/runs/submit") + workspace.of("/api/2.2/jobs/runs/get")
+    assert [c.headers["authorization"] for c in calls] == [f"Bearer {TOKEN}"] * 2
+    [submitted] = workspace.of("/api/2.2/jobs/runs/submit")
+    assert submitted.json()["tasks"][0]["spark_python_task"]["python_file"] == "flyteplugins/databricks/entrypoint.py"
+
+
+async def test_a_redirect_is_failed_precondition_naming_the_setting(workspace: HttpTestServer) -> None:
+    workspace.route("/api/2.2/jobs/runs/submit", Answer(status=302, headers={"Location": "https://login.example/"}))
+    async with service({"default": instance(workspace.base)}) as svc:
+        template, _ = rendered(fixture("fk_v2_existing_cluster"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await create_task(svc, template, inputs_of("fk_v2_existing_cluster"))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "plugins.databricks.instances.default" in (caught.value.details() or "")
