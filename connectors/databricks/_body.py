@@ -110,7 +110,14 @@ def _str_map(value: Any, field: str) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidRequestError(f"{WHO}: {field} must be a mapping of names to values")
-    return {str(k): str(_ints(v)) for k, v in value.items()}
+    return {str(k): _conf_text(v) for k, v in value.items()}
+
+
+def _conf_text(value: Any) -> str:
+    """A Spark conf or env value as text: ``true`` (Spark's spelling, not Python's ``True``), ``4`` not ``4.0``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(_ints(value))
 
 
 def _serverless(conf: dict[str, Any], key: Any, env: Mapping[str, str]) -> str:

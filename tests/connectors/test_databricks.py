@@ -371,16 +371,17 @@ async def test_the_submitted_body_is_the_tasks_form_with_ints_and_an_idempotency
     workspace.route("/api/2.2/jobs/runs/submit", Answer(json={"run_id": 77}))
     async with service({"default": instance(workspace.base)}) as svc:
         template, _ = rendered(fixture("fk_v2_new_cluster"))
-        await create_task(
-            svc, template, inputs_of("fk_v2_new_cluster"), task_execution_metadata=task_execution_metadata()
-        )
+        template.custom["sparkConf"].update({"spark.speculation": True, "spark.executor.cores": 4})
+        execution = task_execution_metadata()
+        await create_task(svc, template, inputs_of("fk_v2_new_cluster"), task_execution_metadata=execution)
         template, _ = rendered(fixture("fk_v2_serverless"))
         await create_task(svc, template, inputs_of("fk_v2_serverless"))
     classic, serverless = (r.json() for r in workspace.of("/api/2.2/jobs/runs/submit"))
     [task] = classic["tasks"]
     assert "new_cluster" not in classic and "spark_python_task" not in classic  # not the legacy body
     assert task["new_cluster"]["num_workers"] == 1 and isinstance(task["new_cluster"]["num_workers"], int)
-    assert task["new_cluster"]["spark_conf"] == {"spark.driver.memory": "1g"}
+    spark_conf = {"spark.driver.memory": "1g", "spark.speculation": "true", "spark.executor.cores": "4"}
+    assert task["new_cluster"]["spark_conf"] == spark_conf  # Spark's spellings, not a Struct's True and 4.0
     assert task["new_cluster"]["docker_image"] == {"url": template.container.image}
     assert task["spark_python_task"]["python_file"] == "flytekitplugins/databricks/entrypoint.py"
     assert classic["git_source"]["git_url"] == "https://github.com/flyteorg/flytetools"
