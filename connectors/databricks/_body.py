@@ -82,7 +82,9 @@ def template_conf(custom: Mapping[str, Any]) -> dict[str, Any]:
     conf = custom.get("databricksConf")
     if not isinstance(conf, Mapping):
         raise InvalidRequestError(
-            f"{WHO}: custom.databricksConf is missing: the task's Databricks job settings (databricks_conf)"
+            f"{WHO}: custom.databricksConf is missing: the task's Databricks job settings (databricks_conf); "
+            "a Spark-on-Kubernetes task (task type spark) belongs to propeller's spark plugin: route it there "
+            "with default-for-task-types"
         )
     return _ints(copy.deepcopy(dict(conf)))  # type: ignore[no-any-return]
 

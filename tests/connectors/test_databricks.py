@@ -564,3 +564,15 @@ async def test_a_redirect_is_failed_precondition_naming_the_setting(workspace: H
             await create_task(svc, template, inputs_of("fk_v2_existing_cluster"))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "plugins.databricks.instances.default" in (caught.value.details() or "")
+
+
+async def test_a_spark_on_kubernetes_task_is_refused_saying_where_it_belongs(secrets: Path) -> None:
+    template, _ = rendered(fixture("fk_spark_deprecated"))
+    template.custom.Clear()
+    template.custom.update({"sparkConf": {"spark.driver.memory": "1g"}, "mainApplicationFile": "local:///x.py"})
+    async with service({"default": instance("https://unused.invalid")}) as svc:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await create_task(svc, template, inputs_of("fk_spark_deprecated"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "custom.databricksConf is missing" in (caught.value.details() or "")
+    assert "default-for-task-types" in (caught.value.details() or "")
