@@ -578,3 +578,20 @@ async def test_a_spark_on_kubernetes_task_is_refused_saying_where_it_belongs(sec
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "custom.databricksConf is missing" in (caught.value.details() or "")
     assert "default-for-task-types" in (caught.value.details() or "")
+
+
+async def test_a_run_started_by_flytekits_connector_is_followed_with_the_operators_token(
+    workspace: HttpTestServer,
+) -> None:
+    """A switch-over from ``pyflyte serve connector``: its metas are plain JSON holding the token itself."""
+    flytekit_meta = (DATABRICKS / "fk_resource_meta.json").read_bytes()
+    run = {"job_id": 3, "run_id": 31, "state": {"life_cycle_state": "RUNNING"}}
+    workspace.route("/api/2.2/jobs/runs/get", Answer(json=run))
+    workspace.route("/api/2.2/jobs/runs/cancel", Answer(json={}))
+    async with service({"default": instance(workspace.base)}) as svc:
+        got = await get_task(svc, flytekit_meta, "databricks")
+        await delete_task(svc, flytekit_meta, "databricks")
+    assert got.phase == Phase.RUNNING
+    calls = workspace.of("/api/2.2/jobs/runs/get") + workspace.of("/api/2.2/jobs/runs/cancel")
+    assert [c.headers["authorization"] for c in calls] == [f"Bearer {TOKEN}"] * 2  # never the meta's token
+    assert workspace.of("/api/2.2/jobs/runs/cancel")[0].json() == {"run_id": 31}
