@@ -83,6 +83,11 @@ class Emulator:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The process (and process group) id while running, e.g. to freeze it with SIGSTOP."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def start(self) -> Emulator:
         """Start (again, on the same port) and wait until it answers."""
         if self.running:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from connector_service import PreconditionError
 from connectors._scoped import Scope, Scoped, choose, execution_token, lookup, scope_of
+from tests.utils import task_execution_metadata as _metadata
 
 
 class _Instance(BaseModel):
@@ -16,18 +17,6 @@ class _Instance(BaseModel):
 
 class _Settings(BaseModel):
     instances: Scoped[_Instance] = {}
-
-
-def _metadata(project: str = "ml", domain: str = "prod", name: str = "a1b2", node: str = "n0", retry: int = 0):
-    meta = agent_pb2.TaskExecutionMetadata()
-    tid = meta.task_execution_id
-    tid.retry_attempt = retry
-    tid.task_id.name = "wf.t"
-    tid.node_execution_id.node_id = node
-    tid.node_execution_id.execution_id.project = project
-    tid.node_execution_id.execution_id.domain = domain
-    tid.node_execution_id.execution_id.name = name
-    return meta
 
 
 def test_the_most_specific_entry_wins_and_its_key_is_returned() -> None:
