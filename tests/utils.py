@@ -61,15 +61,31 @@ async def create_task(
     template: tasks_pb2.TaskTemplate,
     inputs: Mapping[str, Any] | literals_pb2.LiteralMap | None = None,
     timeout: float = 10,
+    task_execution_metadata: agent_pb2.TaskExecutionMetadata | None = None,
 ) -> bytes:
     """CreateTask as propeller sends it; dict inputs are typed by the template's interface."""
     if not isinstance(inputs, literals_pb2.LiteralMap):
         inputs = python_to_literal_map(inputs or {}, variable_types(template.interface.inputs))
-    response = await svc.async_stub.CreateTask(
-        agent_pb2.CreateTaskRequest(template=template, inputs=inputs, output_prefix="s3://bucket/prefix"),
-        timeout=timeout,
-    )
+    request = agent_pb2.CreateTaskRequest(template=template, inputs=inputs, output_prefix="s3://bucket/prefix")
+    if task_execution_metadata is not None:
+        request.task_execution_metadata.CopyFrom(task_execution_metadata)
+    response = await svc.async_stub.CreateTask(request, timeout=timeout)
     return bytes(response.resource_meta)
+
+
+def task_execution_metadata(
+    project: str = "ml", domain: str = "prod", name: str = "a1b2", node: str = "n0", retry: int = 0
+) -> agent_pb2.TaskExecutionMetadata:
+    """What propeller sends about a task execution: its id (project, domain, execution, node, attempt)."""
+    meta = agent_pb2.TaskExecutionMetadata()
+    tid = meta.task_execution_id
+    tid.retry_attempt = retry
+    tid.task_id.name = "wf.t"
+    tid.node_execution_id.node_id = node
+    tid.node_execution_id.execution_id.project = project
+    tid.node_execution_id.execution_id.domain = domain
+    tid.node_execution_id.execution_id.name = name
+    return meta
 
 
 async def get_task(svc: Stubs, meta: bytes, name: str, version: int = 0, timeout: float = 10) -> agent_pb2.Resource:
