@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from connector_service import PreconditionError, SecretNotFoundError, UnavailableError, clip, get_secret
-from connectors._http import HttpClients, decode_text, describe, drain, read_capped
+from connectors._http import HttpClients, decode_text, describe, drain, not_sent, read_capped
 from connectors.openai.settings import DEFAULT_KEY_SECRET, FLYTEKIT_KEY_SECRET, OpenAIAccount, OpenAISettings
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ApiError", "Credentials", "OpenAIApi", "credentials_for", "redact"]
+__all__ = ["ApiError", "Credentials", "NoAnswerInTime", "OpenAIApi", "credentials_for", "redact"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class ApiError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+class NoAnswerInTime(UnavailableError):
+    """The call was sent but not answered in time (UNAVAILABLE for batch calls; chatgpt says so in its phase)."""
 
 
 @dataclass(frozen=True)
@@ -156,9 +160,17 @@ class OpenAIApi:
             )
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            raise UnavailableError(f"OpenAI ({shown}) did not answer within {limit:g}s: {describe(exc)}") from None
+            if not_sent(exc):  # no connection in time: nothing reached OpenAI
+                raise UnavailableError(
+                    f"cannot reach OpenAI at {settings.base_url} ({shown}): {describe(exc)}"
+                ) from None
+            raise NoAnswerInTime(f"OpenAI ({shown}) did not answer within {limit:g}s: {describe(exc)}") from None
         except httpx.TransportError as exc:
-            raise UnavailableError(f"cannot reach OpenAI at {settings.base_url} ({shown}): {describe(exc)}") from None
+            if not_sent(exc):
+                raise UnavailableError(
+                    f"cannot reach OpenAI at {settings.base_url} ({shown}): {describe(exc)}"
+                ) from None
+            raise UnavailableError(f"OpenAI ({shown}) dropped the connection: {describe(exc)}") from None
         try:
             return await self._answer(response, creds, shown)
         except httpx.TransportError as exc:

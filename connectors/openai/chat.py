@@ -25,13 +25,12 @@ from connector_service import (
     Phase,
     Resource,
     SyncConnectorBase,
-    UnavailableError,
     clip,
     read_custom,
     read_inputs,
 )
 from connectors._scoped import scope_of
-from connectors.openai._api import ApiError, OpenAIApi
+from connectors.openai._api import ApiError, NoAnswerInTime, OpenAIApi
 from connectors.openai._task import KEY, json_ints, organization_of, team_credentials, team_of
 from connectors.openai.settings import OpenAISettings
 
@@ -86,12 +85,8 @@ class ChatGPTConnector(SyncConnectorBase):
         try:
             async with asyncio.timeout(limit):
                 answer = await self.api.chat(creds, body, limit)
-        except TimeoutError:
+        except (TimeoutError, NoAnswerInTime):
             return _late(limit, by_deadline)
-        except UnavailableError as exc:
-            if "did not answer within" in str(exc):
-                return _late(limit, by_deadline)
-            raise
         except ApiError as exc:
             return Resource(
                 phase=Phase.FAILED, message=f"{WHO}: OpenAI refused the request ({exc.status}): {exc.message}"

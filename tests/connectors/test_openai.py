@@ -29,7 +29,7 @@ import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
 
-from connector_service import RegistryError
+from connector_service import ConnectorRegistry, RegistryError, TaskCategory
 from connector_service._envelope import open_meta
 from connector_service._literals import python_to_literal_map, variable_types
 from connectors.openai._task import dict_literal
@@ -342,7 +342,7 @@ async def test_throttling_and_server_errors_are_unavailable_then_the_task_resume
             for rates, text in (
                 ({"rateLimitRate": 1}, "answered 429: Chaos: rate limit exceeded"),
                 ({"dropRate": 1}, "answered 500"),
-                ({"disconnectRate": 1}, "OpenAI"),
+                ({"disconnectRate": 1}, "dropped the connection"),
             ):
                 await chaos(aimock.url, test_id, **rates)
                 error = await rpc_error(get_task(svc, meta, "openai-batch"))
@@ -572,3 +572,9 @@ async def test_bad_settings_stop_start_up_naming_the_field(settings: dict[str, A
         async with run_service(CONNECTORS, entry_points=False, plugins={"openai": settings}):
             pass
     assert message in str(info.value)
+
+
+def test_the_entry_points_register_both_connectors() -> None:
+    registry = ConnectorRegistry.build()
+    assert not registry.lookup(TaskCategory("openai-batch", 0)).is_sync
+    assert registry.lookup(TaskCategory("chatgpt", 0)).is_sync
