@@ -111,7 +111,9 @@ class OpenAIBatchConnector(AsyncConnectorBase):
                 batch = await self.api.create_batch(creds, body, token, left)
             except ApiError as exc:
                 raise InvalidRequestError(f"{WHO}: OpenAI refused the batch ({exc.status}): {exc.message}") from None
-        batch_id = _checked_id(batch.get("id"), "OpenAI's answer")
+        batch_id = batch.get("id")
+        if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id):
+            raise UnavailableError(f"{WHO}: OpenAI's answer to the create call has no valid batch id")
         _log.info("%s: created batch %s for team %s", WHO, batch_id, team)
         return OpenAIBatchMeta(batch_id=batch_id, team=team, organization=organization)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
 from connector_service import ConnectorRegistry, RegistryError, TaskCategory
 from connector_service._envelope import open_meta
 from connector_service._literals import python_to_literal_map, variable_types
+from connectors.openai._api import redact
 from connectors.openai._task import dict_literal
 from tests import npm_tool
 from tests.emulator import Emulator, free_port, http_ready
@@ -208,7 +210,10 @@ class Outage:
 # --------------------------------------------------------------------------- openai-batch
 
 
-async def test_a_batch_completes_with_the_batch_as_its_result(aimock: Emulator, key: str) -> None:
+async def test_a_batch_completes_with_the_batch_as_its_result(
+    aimock: Emulator, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     file_id = await upload(aimock.url, lines=3)
     async with openai_service(aimock.url) as svc:
         meta = await create_task(
@@ -235,6 +240,7 @@ async def test_a_batch_completes_with_the_batch_as_its_result(aimock: Emulator, 
         assert result["input_file_id"] == file_id
         assert "3 of 3 requests completed" in done.message
 
+    assert fields["batch_id"] in caplog.text and KEY not in caplog.text  # logged, but never the key
     calls = [c for c in await journal(aimock.url, service="batches") if fields["batch_id"] in c["path"]]
     assert calls and all(c["headers"].get("openai-organization") == "org-fixtures" for c in calls)
 
@@ -578,3 +584,9 @@ def test_the_entry_points_register_both_connectors() -> None:
     registry = ConnectorRegistry.build()
     assert not registry.lookup(TaskCategory("openai-batch", 0)).is_sync
     assert registry.lookup(TaskCategory("chatgpt", 0)).is_sync
+
+
+def test_key_shaped_text_from_openai_never_reaches_a_message() -> None:
+    # OpenAI's 401 text quotes part of the key; any message passed on is scrubbed as well.
+    text = redact("Incorrect API key provided: sk-proj-abcd****************wxyz. You can find your API key at ...")
+    assert "abcd" not in text and "wxyz" not in text and "sk-***" in text
