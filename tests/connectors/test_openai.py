@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +42,12 @@ from tests.emulator import Emulator, free_port, http_ready
 from tests.utils import (
     FIXTURES,
     Running,
+    Stubs,
     create_task,
     delete_task,
     get_task,
     run_service,
+    serve_process,
     sync_requests,
     task_execution_metadata,
 )
@@ -132,8 +136,15 @@ async def chaos(url: str, test_id: str, **rates: float) -> None:
     response.raise_for_status()
 
 
+@dataclass
+class Remote(Stubs):
+    """Stubs for a service running in its own process."""
+
+    channel: grpc.aio.Channel
+
+
 async def poll(
-    svc: Running, meta: bytes, until: Callable[[agent_pb2.Resource], bool] = lambda r: r.phase in TERMINAL
+    svc: Stubs, meta: bytes, until: Callable[[agent_pb2.Resource], bool] = lambda r: r.phase in TERMINAL
 ) -> agent_pb2.Resource:
     deadline = time.monotonic() + 20
     while True:
@@ -156,7 +167,7 @@ async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
     return info.value
 
 
-async def chat(svc: Running, message: str, timeout: float = 10, tmpl: str = "chatgpt") -> agent_pb2.Resource:
+async def chat(svc: Stubs, message: str, timeout: float = 10, tmpl: str = "chatgpt") -> agent_pb2.Resource:
     task = template(tmpl)
     inputs = python_to_literal_map({"message": message}, variable_types(task.interface.inputs))
     responses = [r async for r in svc.sync_stub.ExecuteTaskSync(iter(sync_requests(task, inputs)), timeout=timeout)]
@@ -547,9 +558,34 @@ async def _drain(stream: Any) -> list[Any]:
     return [r async for r in stream]
 
 
-async def test_many_chats_at_once(aimock: Emulator, key: str) -> None:
-    async with openai_service(aimock.url) as svc:
-        answers = await asyncio.gather(*(chat(svc, "hello") for _ in range(30)))
+async def test_batches_and_chats_at_once_on_the_daemons_own_loop(aimock: Emulator, tmp_path: Path) -> None:
+    """The daemon as operators run it (its own process, uvloop): 30 batches to completion and 30 chats at once."""
+    file_id = await upload(aimock.url)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"plugins": {"openai": {"base_url": f"{aimock.url}/v1", "teams": {"default": {}}}}}))
+    args = [arg for name in CONNECTORS for arg in ("--connector", name)]
+    args += ["--no-entry-points", "--log-level", "error", "--no-access-log", "--config-file", str(config)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "_FSEC_OPENAI_API_KEY": KEY}
+
+    async def batch(svc: Stubs, i: int) -> str:
+        meta = await create_task(
+            svc,
+            template("batch"),
+            {"input_file_id": file_id},
+            task_execution_metadata=task_execution_metadata(name=f"load-{i}"),
+        )
+        done = await poll(svc, meta)
+        assert done.phase == Phase.SUCCEEDED, done.message
+        return str(result_of(done)["id"])
+
+    async with serve_process(*args, env=env) as served:
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            svc = Remote(channel)
+            results = await asyncio.gather(
+                *(batch(svc, i) for i in range(30)), *(chat(svc, "hello") for _ in range(30))
+            )
+    ids, answers = results[:30], results[30:]
+    assert len(set(ids)) == 30
     assert {a.outputs.literals["o0"].scalar.primitive.string_value for a in answers} == {"Hello from aimock"}
 
 
