@@ -16,13 +16,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.tool_venv import BUILD_TIMEOUT, _locked, cache_root
 
-__all__ = ["install", "require"]
+__all__ = ["NpmTool", "install", "require"]
 
 
 def _node_version() -> str:
@@ -57,6 +58,21 @@ def install(path: Path, pins: Sequence[str], binary: str) -> Path:
             raise OSError(f"npm installed {' '.join(pins)} but there is no {exe}")
         done.write_text(stamp)
     return exe
+
+
+@dataclass(frozen=True)
+class NpmTool:
+    """An npm package a test module needs, for ``tool_venv.prepare``."""
+
+    name: str
+    pins: tuple[str, ...]
+    binary: str
+
+    def build(self) -> Path:
+        return install(folder(self.name, self.pins), self.pins, self.binary)
+
+    def require(self) -> Path:
+        return require(self.name, self.pins, self.binary)
 
 
 def require(name: str, pins: Sequence[str], binary: str) -> Path:

@@ -12,6 +12,7 @@ CI must never go green by skipping the end-to-end tests.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -19,8 +20,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -67,6 +71,57 @@ def build(path: Path, pins: Sequence[str], probe: str, *, pip_args: Sequence[str
         subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True, timeout=120)
         done.write_text(stamp)
     return path
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A venv a test module needs, named so that ``prepare`` can build it before the tests run."""
+
+    name: str
+    pins: tuple[str, ...]
+    probe: str
+
+    @property
+    def path(self) -> Path:
+        return venv_path(self.name, self.pins)
+
+    def build(self) -> Path:
+        return build(self.path, self.pins, self.probe)
+
+    def require(self) -> Path:
+        return require(self.name, self.pins, self.probe)
+
+
+class Prepared(Protocol):
+    """What ``prepare`` builds: a venv (``Tool``) or an npm folder (``npm_tool.NpmTool``)."""
+
+    name: str
+
+    def build(self) -> Path: ...
+
+
+def prepare(tools: Iterable[Prepared]) -> list[str]:
+    """Build (or find) every tool at once, before the tests run; returns a line per tool.
+
+    A fresh machine (CI) downloads each emulator's packages: one after another, inside the
+    tests that need them, that is minutes; side by side it is about as long as the largest.
+    Failures are not raised here: the fixture that needs the tool retries and skips (or, under
+    CI, fails) with the reason, as it would have without this.
+    """
+    unique = {tool.name: tool for tool in tools}
+    if not unique:
+        return []
+
+    def timed(tool: Prepared) -> str:
+        started = time.monotonic()
+        try:
+            tool.build()
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{tool.name}: not ready ({type(exc).__name__}); its tests will say why"
+        return f"{tool.name}: ready in {time.monotonic() - started:.1f}s"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(unique)) as pool:
+        return list(pool.map(timed, unique.values()))
 
 
 def require(name: str, pins: Sequence[str], probe: str, *, path: Path | None = None) -> Path:

@@ -13,12 +13,13 @@ import pytest
 from tests import tool_venv
 from tests.tool_venv import BUILD_TIMEOUT
 
-__all__ = ["BUILD_TIMEOUT", "PINS", "flytekit_venv", "require_venv", "venv_path"]
+__all__ = ["BUILD_TIMEOUT", "PINS", "TOOL", "flytekit_venv", "require_venv", "venv_path"]
 
 PINS = ("flytekit==1.16.31", "flytekitplugins-slurm==1.16.31")
 """What ``tests/fixtures/make_slurm_fixtures.py`` made the templates with."""
 
 _PROBE = "import flytekit, flytekitplugins.slurm"
+TOOL = tool_venv.Tool("flytekit", PINS, _PROBE)
 
 
 def venv_path(pins: tuple[str, ...] = PINS) -> Path:

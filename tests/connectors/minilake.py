@@ -28,9 +28,10 @@ import pytest
 from tests import tool_venv
 from tests.emulator import Emulator, http_ready
 
-__all__ = ["Minilake", "minilake"]
+__all__ = ["TOOL", "Minilake", "minilake"]
 
 PINS = ("minilake==1.9.0",)
+TOOL = tool_venv.Tool("minilake", PINS, "import minilake.app")
 
 
 class Minilake:
@@ -73,7 +74,7 @@ class Minilake:
 
 @pytest.fixture(scope="session")
 def minilake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Minilake]:
-    venv = tool_venv.require("minilake", PINS, "import minilake.app")
+    venv = TOOL.require()
     root = tmp_path_factory.mktemp("minilake")
     data, extensions, reports = root / "data", root / "no-extensions", root / "reports"
     for path in (data, extensions, reports):

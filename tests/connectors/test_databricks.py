@@ -29,9 +29,12 @@ from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
 
 from connector_service import ConnectorRegistry, RegistryError, TaskCategory
 from connector_service._envelope import open_meta
-from tests.connectors.minilake import Minilake, minilake  # noqa: F401
+from tests.connectors.minilake import TOOL, Minilake, minilake  # noqa: F401
 from tests.http_server import Answer, HttpTestServer
 from tests.utils import FIXTURES, Running, create_task, delete_task, get_task, run_service, task_execution_metadata
+
+TOOLS = (TOOL,)
+"""Built before the tests run (``tests/conftest.py``)."""
 
 Phase = execution_pb2.TaskExecution
 DATABRICKS = FIXTURES / "databricks"

@@ -63,9 +63,14 @@ TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.RETRYABLE_FAILED, Phase.ABORTED
 # --------------------------------------------------------------------------- emulator and service
 
 
+AIMOCK = npm_tool.NpmTool("aimock", PINS, "llmock")
+TOOLS = (AIMOCK,)
+"""Installed before the tests run (``tests/conftest.py``)."""
+
+
 @pytest.fixture(scope="session")
 def llmock() -> Path:
-    return npm_tool.require("aimock", PINS, "llmock")
+    return AIMOCK.require()
 
 
 def aimock_process(llmock: Path, log_dir: Path, env: dict[str, str] | None = None) -> Emulator:

@@ -34,9 +34,12 @@ from connectors.slurm import _commands
 from connectors.slurm.settings import parse_host_entry
 from connectors.slurm.states import KNOWN_STATES, job_status, phase_of
 from tests.connectors.flytekit_venv import BUILD_TIMEOUT as FLYTEKIT_BUILD_TIMEOUT
-from tests.connectors.flytekit_venv import flytekit_venv, require_venv  # noqa: F401
+from tests.connectors.flytekit_venv import TOOL, flytekit_venv, require_venv  # noqa: F401
 from tests.connectors.slurm_cluster import CAPTURED, SlurmCluster, SSHServer, slurm_cluster, sshd  # noqa: F401
 from tests.utils import FIXTURES, Running, Stubs, create_task, delete_task, get_task, run_service, serve_process
+
+TOOLS = (TOOL,)
+"""Built before the tests run (``tests/conftest.py``)."""
 
 Phase = execution_pb2.TaskExecution
 FLYTEKIT = FIXTURES / "flytekit"
