@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ class SnowflakeClient:
         self._settings = settings
         self._connect = connect
         self._sessions: SharedClients[SessionKey, Any] = SharedClients(make=self._open, close=self._close)
+        self._statement_locks: dict[SessionKey, asyncio.Lock] = {}
 
     async def aclose(self) -> None:
         await self._sessions.aclose()
@@ -142,7 +144,17 @@ class SnowflakeClient:
             raise UnavailableError(f"snowflake: logging in to {where} failed; retrying later") from None
 
     async def _close(self, conn: Any) -> None:
-        await asyncio.to_thread(conn.close)
+        # A dropped session is often one whose server is unreachable: don't wait out its retries.
+        def close() -> None:
+            try:
+                conn.close(retry=False)
+            except TypeError:  # a stand-in without the keyword
+                conn.close()
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(close), 2.0)
+        except Exception:  # includes TimeoutError
+            _log.debug("closing a Snowflake session failed", exc_info=True)
 
     # ------------------------------------------------------------------ calls
 
@@ -190,12 +202,33 @@ class SnowflakeClient:
     async def _call(
         self, key: SessionKey, fn: Callable[[Any], T], timeout: float, what: str, *, refusals: bool = False
     ) -> T:
+        """``fn(session)``, retried once on a fresh session when the old one ended.
+
+        Statements (submit, cancel) on one session are sent one at a time; status reads are
+        plain REST calls and are not. ``execute_async`` returns as soon as Snowflake has the
+        query, so this costs one round trip per submission; emulators that run the query
+        within the call (fakesnow) refuse a second statement on a busy session.
+        """
         where = f"account {key.account}"
+        deadline = time.monotonic() + timeout
         for attempt in (1, 2):
             conn = await self._sessions.get(key)
+            lock = self._statement_locks.setdefault(key, asyncio.Lock()) if refusals else None
+            try:
+                if lock is not None:
+                    await asyncio.wait_for(lock.acquire(), max(deadline - time.monotonic(), 0.01))
+            except TimeoutError:
+                raise UnavailableError(
+                    f"snowflake: could not {what} in {where}: the session is busy with other statements"
+                ) from None
             try:
                 return await self._bounded(
-                    functools.partial(fn, conn), timeout, what, where, refusals=refusals, secret=key.private_key_secret
+                    functools.partial(fn, conn),
+                    deadline - time.monotonic(),
+                    what,
+                    where,
+                    refusals=refusals,
+                    secret=key.private_key_secret,
                 )
             except _SessionGoneError:
                 await self._sessions.discard(key, conn)
@@ -204,6 +237,9 @@ class SnowflakeClient:
             except UnavailableError:
                 await self._sessions.discard(key, conn)
                 raise
+            finally:
+                if lock is not None:
+                    lock.release()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _bounded(

@@ -190,7 +190,7 @@ class SnowflakeConnector(AsyncConnectorBase):
         uri = query_url(self.settings.console_url, meta.account, meta.query_id)
         if not uri:
             return []
-        return [execution_pb2.TaskLog(uri=uri, name="Snowflake Query Details", ready=True)]
+        return [execution_pb2.TaskLog(uri=uri, name="Snowflake Query Details")]
 
     def _key_of(self, meta: SnowflakeJobMeta) -> SessionKey:
         """The session a running task's meta names, if its team's entry still allows it."""
