@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from connectors.snowflake import SnowflakeConnector, SnowflakeSettings
 from connectors.snowflake._client import SnowflakeClient
 from tests.connectors.snowflake_emulator import fakesnow, make_emulator, private_key_pem  # noqa: F401
 from tests.emulator import Emulator
-from tests.utils import FIXTURES, Running, delete_task, get_task, run_service
+from tests.utils import ENV, FIXTURES, Running, Stubs, delete_task, get_task, run_service, serve_process
 
 Phase = execution_pb2.TaskExecution
 SNOWFLAKE = FIXTURES / "snowflake"
@@ -57,7 +58,7 @@ def execution(project: str = "fixtures", domain: str = "development", name: str 
 
 
 async def create(
-    svc: Running, tmpl: tasks_pb2.TaskTemplate, values: literals_pb2.LiteralMap | None = None, metadata: Any = None
+    svc: Stubs, tmpl: tasks_pb2.TaskTemplate, values: literals_pb2.LiteralMap | None = None, metadata: Any = None
 ) -> bytes:
     """CreateTask with propeller's task execution metadata (which picks the team's account entry)."""
     request = agent_pb2.CreateTaskRequest(
@@ -69,7 +70,7 @@ async def create(
     return bytes((await svc.async_stub.CreateTask(request, timeout=15)).resource_meta)
 
 
-async def finish(svc: Running, meta: bytes) -> agent_pb2.Resource:
+async def finish(svc: Stubs, meta: bytes) -> agent_pb2.Resource:
     """Poll until a terminal phase (fakesnow's queries are done at submission)."""
     for _ in range(50):
         resource = await get_task(svc, meta, "snowflake")
@@ -339,13 +340,30 @@ async def test_emulator_down_is_unavailable_then_the_service_resumes(
             assert after.phase == Phase.SUCCEEDED, after.message
 
 
-async def test_concurrent_tasks_share_one_session(svc: Running, fakesnow: Emulator) -> None:  # noqa: F811
+@dataclass
+class Remote(Stubs):
+    channel: grpc.aio.Channel
+
+
+@pytest.mark.timeout(180)
+async def test_concurrent_tasks_on_the_default_loop_share_one_session(
+    fakesnow: Emulator,  # noqa: F811
+    secret: str,
+    tmp_path: Path,
+) -> None:
+    """The daemon as operators run it (its own process, uvloop): 30 tasks at once, one Snowflake session."""
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"plugins": plugins_for(fakesnow)}))
+    env = {**ENV, "_FSEC_SNOWFLAKE_PRIVATE_KEY": secret}
+    args = ("--connector", CONNECTORS[0], "--no-entry-points", "--log-level", "error", "--config-file", str(config))
     tmpl = template("flytekit_query")
     tmpl.config["database"] = "CONCURRENT_DB"
-    metas = await asyncio.gather(
-        *(create(svc, tmpl, inputs("flytekit_query"), execution(name=f"c{i}")) for i in range(30))
-    )
-    done = await asyncio.gather(*(finish(svc, meta) for meta in metas))
+    async with serve_process(*args, env=env) as served, grpc.aio.insecure_channel(served.address) as channel:
+        svc = Remote(channel)
+        metas = await asyncio.gather(
+            *(create(svc, tmpl, inputs("flytekit_query"), execution(name=f"c{i}")) for i in range(30))
+        )
+        done = await asyncio.gather(*(finish(svc, meta) for meta in metas))
     assert {r.phase for r in done} == {Phase.SUCCEEDED}, [r.message for r in done if r.phase != Phase.SUCCEEDED][:3]
     assert len({results_uri(r) for r in done}) == 30
     logins = [
