@@ -183,6 +183,41 @@ async def test_flyte2_template_reads_settings_from_custom(svc: Running) -> None:
     assert results_uri(resource) == f"snowflake://FLYTE_RUNNER/myorg-analytics/COMPUTE_WH/FLYTE_DB/PUBLIC/{query_id}"
 
 
+async def test_flyte2_executor_over_v2_with_the_key_in_the_connection(
+    fakesnow: Emulator,  # noqa: F811
+    private_key_pem: str,  # noqa: F811
+) -> None:
+    """Flyte 2's executor: flyteidl2 services, inputs as name/literal pairs, the key in ``connection.secrets``."""
+    from flyteidl2.connector import connector_pb2 as v2
+    from flyteidl2.connector import service_pb2_grpc as v2_grpc
+    from flyteidl2.core import security_pb2
+    from flyteidl2.core import tasks_pb2 as v2_tasks
+    from flyteidl2.task import common_pb2 as v2_common
+
+    connection = security_pb2.Connection(secrets={"snowflake_private_key": private_key_pem})
+    category = v2.TaskCategory(name="snowflake", version=0)
+    async with run_service(CONNECTORS, entry_points=False, plugins=plugins_for(fakesnow)) as running:
+        stub = v2_grpc.AsyncConnectorServiceStub(running.channel)
+        created = await stub.CreateTask(
+            v2.CreateTaskRequest(
+                template=v2_tasks.TaskTemplate.FromString((SNOWFLAKE / "flyte2_query_template.pb").read_bytes()),
+                inputs=v2_common.Inputs.FromString((SNOWFLAKE / "flyte2_query_inputs.pb").read_bytes()),
+                output_prefix="s3://bucket/prefix",
+                connection=connection,
+            ),
+            timeout=15,
+        )
+        got = await stub.GetTask(
+            v2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta, connection=connection),
+            timeout=15,
+        )
+    assert got.resource.phase == Phase.SUCCEEDED, got.resource.message
+    [named] = got.resource.outputs.literals
+    assert named.name == "results"
+    assert named.value.scalar.structured_dataset.uri.startswith("snowflake://FLYTE_RUNNER/myorg-analytics/")
+    assert private_key_pem.encode()[40:80] not in created.resource_meta
+
+
 async def test_no_declared_output_means_no_outputs(svc: Running) -> None:
     resource = await finish(svc, await create(svc, template("flytekit_plain")))
     assert resource.phase == Phase.SUCCEEDED, resource.message
