@@ -162,6 +162,9 @@ async def test_flytekit_query_binds_inputs_and_returns_results(svc: Running, fak
     day, following, ok, since, pct = rows[0]
     assert (day, following, ok, pct) == ("2024-01-01", 42, True, "100%")
     assert since.isoformat().startswith("2024-01-01T06:30:00")
+    # DeleteTask of a finished query is fine, and repeatable (fakesnow has no SYSTEM$CANCEL_QUERY: it refuses).
+    await delete_task(svc, meta, "snowflake")
+    await delete_task(svc, meta, "snowflake")
 
 
 async def test_an_input_cannot_change_the_statement(svc: Running, fakesnow: Emulator, secret: str) -> None:  # noqa: F811
