@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors._scoped import Scoped
 
@@ -111,3 +111,9 @@ class SnowflakeSettings(BaseModel):
         if value is not None and not _HOST.match(value):
             raise ValueError(f"{value!r} is not a host name or address")
         return value
+
+    @model_validator(mode="after")
+    def _port_needs_host(self) -> SnowflakeSettings:
+        if self.port is not None and self.host is None:
+            raise ValueError("port is set without host: the endpoint override needs a host")
+        return self

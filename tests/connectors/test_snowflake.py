@@ -25,7 +25,7 @@ from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, literals_pb2, tasks_pb2
 from google.protobuf import json_format
 
-from connector_service import ConnectorTestHarness
+from connector_service import ConnectorTestHarness, RegistryError
 from connectors.snowflake import SnowflakeConnector, SnowflakeSettings
 from connectors.snowflake._client import SnowflakeClient
 from tests.connectors.snowflake_emulator import fakesnow, make_emulator, private_key_pem  # noqa: F401
@@ -496,3 +496,22 @@ async def test_unknown_status_is_running_and_logged_once(recorded: Any, caplog: 
     assert first.phase == second.phase == Phase.RUNNING
     assert "SOMETHING_NEW" in first.message
     assert len([r for r in caplog.records if "SOMETHING_NEW" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("plugins", "expected"),
+    [
+        (
+            {"accounts": {"default": {"account": "bad account!", "user": "U"}}},
+            "plugins.snowflake.accounts.default.account",
+        ),
+        ({"accounts": {"a/b/c": dict(ACCOUNT)}}, "plugins.snowflake.accounts"),
+        ({"port": 8080}, "needs a host"),
+        ({"acounts": {}}, "plugins.snowflake.acounts"),
+    ],
+)
+async def test_bad_settings_stop_the_start(plugins: dict[str, Any], expected: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        async with run_service(CONNECTORS, entry_points=False, plugins={"snowflake": plugins}):
+            pass
+    assert expected in str(info.value)
