@@ -28,9 +28,13 @@ from google.protobuf import json_format
 from connector_service import ConnectorTestHarness, RegistryError
 from connectors.snowflake import SnowflakeConnector, SnowflakeSettings
 from connectors.snowflake._client import SnowflakeClient
+from tests import tool_venv
 from tests.connectors.snowflake_emulator import fakesnow, make_emulator, private_key_pem  # noqa: F401
 from tests.emulator import Emulator
 from tests.utils import ENV, FIXTURES, Running, Stubs, delete_task, get_task, run_service, serve_process
+
+# The first test on a machine builds fakesnow's venv (tests/tool_venv.py) in its set-up.
+pytestmark = pytest.mark.timeout(tool_venv.BUILD_TIMEOUT + 120)
 
 Phase = execution_pb2.TaskExecution
 SNOWFLAKE = FIXTURES / "snowflake"
@@ -383,7 +387,6 @@ class Remote(Stubs):
     channel: grpc.aio.Channel
 
 
-@pytest.mark.timeout(180)
 async def test_concurrent_tasks_on_the_default_loop_share_one_session(
     fakesnow: Emulator,  # noqa: F811
     secret: str,
@@ -496,6 +499,36 @@ async def test_unknown_status_is_running_and_logged_once(recorded: Any, caplog: 
     assert first.phase == second.phase == Phase.RUNNING
     assert "SOMETHING_NEW" in first.message
     assert len([r for r in caplog.records if "SOMETHING_NEW" in r.getMessage()]) == 1
+
+
+async def test_an_ended_session_is_made_again_once(secret: str) -> None:
+    """Snowflake ends idle sessions (390112): the call logs in again and is retried once, not failed."""
+    from snowflake.connector import errors
+
+    sessions: list[_Recorder] = []
+
+    def connect(**kwargs: Any) -> _Recorder:
+        session = _Recorder(["RUNNING", "SUCCESS"])
+        if not sessions:
+
+            def expired(url: str, method: str, client: str) -> dict[str, Any]:
+                raise errors.ProgrammingError(
+                    msg="Session no longer exists.  New login required to access the service.", errno=390112
+                )
+
+            session.request = expired  # type: ignore[method-assign]
+        sessions.append(session)
+        return session
+
+    connector = SnowflakeConnector()
+    settings = SnowflakeSettings(accounts={"default": ACCOUNT})
+    connector.configure(settings)
+    connector.use_client(SnowflakeClient(settings, connect=connect))
+    harness = ConnectorTestHarness(connector)
+    meta = await harness.create(template("flytekit_plain"))
+    assert (await harness.get(meta)).phase == Phase.RUNNING
+    assert (await harness.get(meta)).phase == Phase.SUCCEEDED
+    assert len(sessions) == 2
 
 
 @pytest.mark.parametrize(
