@@ -4,7 +4,7 @@ A job is PENDING, RUNNING or DONE; DONE with ``status.errorResult`` is a failure
 BigQuery's reason and message. flytekit's connector crashes on that branch (bad SQL becomes a
 GetTask error that propeller retries until it gives up); here it is FAILED with the message.
 A failure BigQuery itself says is worth retrying (``backendError``, ``internalError``,
-``rateLimitExceeded``...) is RETRYABLE_FAILED. Any other state word is RUNNING with a message
+``rateLimitExceeded``...) is RETRYABLE_FAILED; a cancelled job (reason ``stopped``) is ABORTED. Any other state word is RUNNING with a message
 naming it, logged once per word (not once per poll).
 """
 
@@ -54,6 +54,8 @@ class StateMapper:
                 others = [e for e in status.get("errors") or [] if isinstance(e, Mapping) and e != error]
                 if others:
                     text += "; " + "; ".join(error_text(e) for e in others[:3])
+                if error.get("reason") == "stopped":  # someone cancelled it (jobs.cancel, the console)
+                    return Phase.ABORTED, f"{name} was cancelled: {text}"
                 if error.get("reason") in RETRYABLE_REASONS:
                     return Phase.RETRYABLE_FAILED, f"{name} failed: {text}; retrying"
                 return Phase.FAILED, f"{name} failed: {text}"
