@@ -4,8 +4,8 @@ A job is PENDING, RUNNING or DONE; DONE with ``status.errorResult`` is a failure
 BigQuery's reason and message. flytekit's connector crashes on that branch (bad SQL becomes a
 GetTask error that propeller retries until it gives up); here it is FAILED with the message.
 A failure BigQuery itself says is worth retrying (``backendError``, ``internalError``,
-``rateLimitExceeded``...) is RETRYABLE_FAILED; a cancelled job (reason ``stopped``) is ABORTED. Any other state word is RUNNING with a message
-naming it, logged once per word (not once per poll).
+``rateLimitExceeded``...) is RETRYABLE_FAILED; a cancelled job (reason ``stopped``) is ABORTED.
+Any other state word is RUNNING with a message naming it, logged once per word (not once per poll).
 """
 
 from __future__ import annotations
