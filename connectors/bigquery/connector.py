@@ -247,7 +247,9 @@ class BigQueryConnector(AsyncConnectorBase):
                 phase=Phase.FAILED, message=f"BigQuery would not show job {meta.job_id}: {exc}", log_links=links
             )
         phase, message = self.states.phase_of(job, meta.job_id)
-        outputs = _results(job) if phase == Phase.SUCCEEDED and meta.has_output else None
+        # flytekit's metas say nothing of outputs, and its connector always returned the destination.
+        wants = meta.has_output or not meta.team
+        outputs = _results(job) if phase == Phase.SUCCEEDED and wants else None
         status = job.get("status")
         info: dict[str, Any] = {"job_id": meta.job_id, "project": meta.project, "location": meta.location}
         if isinstance(status, Mapping):

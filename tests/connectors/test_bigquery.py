@@ -233,6 +233,57 @@ async def test_twenty_concurrent_tasks(bqemulator: BqEmulator) -> None:  # noqa:
         assert connector.clients.made == 1  # type: ignore[attr-defined]  # one shared client for every call
 
 
+async def test_a_job_started_by_flytekits_connector_is_followed(bqemulator: BqEmulator) -> None:  # noqa: F811
+    """A switch-over from ``pyflyte serve connector``: its metas are plain JSON (job id, project, location)."""
+    flytekit_meta = (BIGQUERY / "fk_meta.json").read_bytes()
+    job_id = json.loads(flytekit_meta)["job_id"]
+    body = {
+        "jobReference": {"projectId": PROJECT, "jobId": job_id, "location": "US"},
+        "configuration": {"query": {"query": "SELECT 1 AS one", "useLegacySql": False}},
+    }
+    bqemulator.call("POST", f"/projects/{PROJECT}/jobs", body)
+    async with service(bqemulator.url) as svc:
+        done = await get_task(svc, flytekit_meta, TASK_TYPE)
+        await delete_task(svc, flytekit_meta, TASK_TYPE)
+    assert done.phase == Phase.SUCCEEDED, done.message
+    assert [link.uri for link in done.log_links] == [console_link(job_id)]
+    assert done.outputs.literals["results"].scalar.structured_dataset.uri.startswith(f"bq://{PROJECT}:")
+
+
+async def test_flyte_2_over_its_own_protocol(bqemulator: BqEmulator) -> None:  # noqa: F811
+    """Flyte 2's executor sends ``connection.secrets`` built from ``custom.secrets``: the secret's *name*."""
+    from flyteidl2.connector import connector_pb2 as v2
+    from flyteidl2.connector import service_pb2_grpc as v2_grpc
+    from flyteidl2.core import security_pb2
+    from flyteidl2.core import tasks_pb2 as v2_tasks
+    from flyteidl2.task import common_pb2 as v2_common
+
+    connection = security_pb2.Connection(secrets={"google_application_credentials": "bq-team-key"})
+    async with service(bqemulator.url) as svc:
+        stub = v2_grpc.AsyncConnectorServiceStub(svc.channel)
+        created = await stub.CreateTask(
+            v2.CreateTaskRequest(
+                template=v2_tasks.TaskTemplate.FromString((BIGQUERY / "f2_query_template.pb").read_bytes()),
+                inputs=v2_common.Inputs.FromString((BIGQUERY / "f2_query_inputs.pb").read_bytes()),
+                output_prefix="s3://b/o",
+                connection=connection,
+            ),
+            timeout=10,
+        )
+        category = v2.TaskCategory(name=TASK_TYPE, version=0)
+        got = await stub.GetTask(
+            v2.GetTaskRequest(task_category=category, resource_meta=created.resource_meta, connection=connection),
+            timeout=10,
+        )
+    assert got.resource.phase == execution_pb2.TaskExecution.SUCCEEDED, got.resource.message
+    fields = meta_fields(created.resource_meta)
+    assert fields["key_secret"] == "bq-team-key"  # named by the template, allowed by the team's entry
+    [named] = got.resource.outputs.literals  # Flyte 2's outputs are a list of named literals
+    assert named.name == "results" and named.value.scalar.structured_dataset.uri.startswith("bq://")
+    [row] = bqemulator.rows(PROJECT, fields["job_id"])
+    assert row["next"] == "42" and [v["v"] for v in row["ids"]] == ["1", "2"]
+
+
 # --------------------------------------------------------------------------- what the operator allows
 
 
