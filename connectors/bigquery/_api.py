@@ -18,6 +18,7 @@ What an answer means for the task:
 
 from __future__ import annotations
 
+import calendar
 import contextvars
 import hashlib
 import json
@@ -208,12 +209,8 @@ class JobsClient:
             ) from None
         token = str(credentials.token)
         lifetime = 3600.0
-        if credentials.expiry is not None:
-            lifetime = credentials.expiry.timestamp() - time.time()
-            if credentials.expiry.tzinfo is None:  # google-auth's expiry is naive UTC
-                import calendar
-
-                lifetime = calendar.timegm(credentials.expiry.timetuple()) - time.time()
+        if credentials.expiry is not None:  # google-auth's expiry is naive UTC
+            lifetime = calendar.timegm(credentials.expiry.timetuple()) - time.time()
         self._tokens = {k: v for k, v in self._tokens.items() if v[1] > time.monotonic()}
         self._tokens[digest] = (token, time.monotonic() + max(lifetime - _TOKEN_MARGIN, 1.0))
         _log.info("signed a BigQuery token for the key in secret %r", secret)

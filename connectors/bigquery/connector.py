@@ -167,8 +167,9 @@ class BigQueryConnector(AsyncConnectorBase):
                     job = await self.jobs.get(target, job_id, budget)
             else:
                 _log.info("BigQuery job %s exists already (a retried CreateTask): following it", job_id)
-        except Refused as exc:
-            # BigQuery will not take the job (an invalid config, a bad parameter): the task fails
+        except (Refused, JobNotFound) as exc:
+            # BigQuery will not take the job (an invalid config, a bad parameter, a project or
+            # dataset it does not know): the task fails
             # with its message on the first GetTask, rather than a CreateTask error that propeller
             # would retry as if the service had failed.
             meta.refused = clip(str(exc), 1000)

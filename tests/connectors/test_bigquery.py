@@ -14,6 +14,7 @@ on loopback that answers as BigQuery does (``tests/http_server.py``); the state 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -423,15 +424,12 @@ async def signed_service(google: HttpTestServer) -> AsyncIterator[Running]:
 
 def bearer_claims(request: Any) -> dict[str, Any]:
     """The claims of the self-signed JWT a request carried."""
-    import base64
-
     token = request.headers["authorization"].removeprefix("Bearer ")
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
 
 
 async def test_the_job_body_and_the_signed_token(google: HttpTestServer, service_account_key: dict[str, str]) -> None:
-    google.route(JOBS + "/" + "x", Answer())  # unused
     seen: list[str] = []
 
     def inserted(request: Any) -> Answer:
@@ -464,17 +462,13 @@ async def test_the_job_body_and_the_signed_token(google: HttpTestServer, service
     assert params["tags"]["parameterValue"] == {"arrayValues": [{"value": "a"}, {"value": "b"}, {"value": "c"}]}
     assert params["since"]["parameterType"] == {"type": "DATETIME"}
     assert params["since"]["parameterValue"] == {"value": "2024-01-01 06:30:00.000000"}
-    assert params["ratio"]["parameterValue"] == {"value": "1.25"} and params["ok"]["parameterValue"] == {
-        "value": "true"
-    }
+    assert params["ratio"]["parameterValue"] == {"value": "1.25"}
+    assert params["ok"]["parameterValue"] == {"value": "true"}
     claims = bearer_claims(configured)
     assert claims["iss"] == service_account_key["client_email"]
     assert claims["scope"] == "https://www.googleapis.com/auth/bigquery"
-    headers = json.loads(
-        __import__("base64").urlsafe_b64decode(
-            flyte2.headers["authorization"].split(".")[0].removeprefix("Bearer ") + "=="
-        )
-    )
+    header = flyte2.headers["authorization"].removeprefix("Bearer ").split(".")[0]
+    headers = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
     assert headers["kid"] == "team-key-2"  # Flyte 2's template named the team's key secret, which is allowed
     assert service_account_key["private_key"].encode() not in open_meta(meta).meta
 
@@ -507,6 +501,27 @@ async def test_a_409_on_insert_reads_the_existing_job(google: HttpTestServer) ->
     assert meta_fields(meta)["job_id"] == job_id and not meta_fields(meta)["refused"]
     assert done.phase == Phase.SUCCEEDED
     assert len(google.of(JOBS)) == 1 and len(google.of(f"{JOBS}/{job_id}")) == 3  # look, insert (409), read
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "message"),
+    [
+        (400, "invalid", "Invalid value for type: DATE is not a valid value"),
+        (404, "notFound", "Not found: Dataset flyte-fixtures:flyte_out"),
+    ],
+)
+async def test_a_job_bigquery_will_not_take_fails_the_task_with_its_message(
+    google: HttpTestServer, status: int, reason: str, message: str
+) -> None:
+    body = {"error": {"code": status, "message": message, "errors": [{"reason": reason, "message": message}]}}
+    google.route(JOBS, Answer(status=status, json=body))
+    async with signed_service(google) as svc:
+        meta = await create_task(svc, fixture("fk_plain"))
+        failed = await get_task(svc, meta, TASK_TYPE)
+        await delete_task(svc, meta, TASK_TYPE)  # there is no job: nothing to cancel
+    assert failed.phase == Phase.FAILED
+    assert reason in failed.message and message in failed.message
+    assert len(google.of(JOBS)) == 1 and not [r for r in google.requests if r.path.endswith("/cancel")]
 
 
 @pytest.mark.parametrize(("status", "reason"), [(401, "authError"), (403, "accessDenied")])
