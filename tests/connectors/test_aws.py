@@ -1,0 +1,424 @@
+"""``boto``, ``sagemaker-endpoint`` and ``emr_serverless`` over gRPC, against moto's server on loopback.
+
+Templates and inputs are what flytekitplugins-awssagemaker and -awsemrserverless 1.16.31
+serialize (``tests/fixtures/make_aws_fixtures.py``). moto runs as a real process
+(``aws_moto.py``) and records every request it receives. moto's endpoints are InService at
+once, its job runs SUCCESS at once, and it accepts duplicates silently: the statuses it never
+shows, "already exists" and AWS's error codes are tested in ``test_aws_states.py`` with real
+response shapes (botocore parsing real HTTP answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import msgpack
+import pytest
+from flyteidl.admin import agent_pb2
+from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
+from google.protobuf import struct_pb2
+
+from connector_service import ConnectorRegistry, RegistryError, TaskCategory
+from connector_service._envelope import open_meta
+from tests.connectors.aws_moto import ACCOUNT, CREDENTIALS, REGION, Moto
+from tests.connectors.test_openai import Outage, Remote
+from tests.utils import (
+    FIXTURES,
+    Running,
+    Stubs,
+    create_task,
+    delete_task,
+    get_task,
+    run_service,
+    serve_process,
+    sync_requests,
+    task_execution_metadata,
+)
+
+Phase = execution_pb2.TaskExecution
+AWS = FIXTURES / "aws"
+CONNECTORS = (
+    "connectors.aws:BotoConnector",
+    "connectors.aws:SageMakerEndpointConnector",
+)
+TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.RETRYABLE_FAILED, Phase.ABORTED}
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/flyte-sagemaker"
+_COUNTER = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    with Moto(tmp_path_factory.mktemp("moto")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """moto's dummy credentials as the default chain's first link; a developer's own AWS set-up is never read."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return CREDENTIALS
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_COUNTER)}-{time.monotonic_ns() % 10**9}"
+
+
+def template(stem: str) -> tasks_pb2.TaskTemplate:
+    return tasks_pb2.TaskTemplate.FromString((AWS / f"{stem}_template.pb").read_bytes())
+
+
+def with_custom(stem: str, **changes: Any) -> tasks_pb2.TaskTemplate:
+    """A fixture template with some of ``custom``'s keys changed (as another BotoTask would serialize)."""
+    task = template(stem)
+    custom = json.loads(json.dumps(dict(task.custom.items()), default=_plain))
+    custom.update(changes)
+    task.custom.Clear()
+    task.custom.update(custom)
+    return task
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, struct_pb2.Struct):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, struct_pb2.ListValue):
+        return [_plain(v) for v in value]
+    return value
+
+
+def aws_settings(moto_url: str, **extra: Any) -> dict[str, Any]:
+    endpoints = {"sagemaker": moto_url, "emr-serverless": moto_url, "sts": moto_url}
+    return {"teams": {"default": {}}, "endpoint_urls": endpoints, "request_timeout": 5, **extra}
+
+
+@contextlib.asynccontextmanager
+async def aws_service(moto_url: str, allowed: tuple[str, ...] = (), **extra: Any) -> AsyncIterator[Running]:
+    plugins = {
+        "boto": aws_settings(moto_url, allowed_methods=list(allowed), **extra),
+        "sagemaker": aws_settings(moto_url, **extra),
+    }
+    async with run_service(CONNECTORS, entry_points=False, plugins=plugins) as svc:
+        yield svc
+
+
+async def boto(svc: Stubs, task: tasks_pb2.TaskTemplate, inputs: dict[str, Any], timeout: float = 10) -> Any:
+    from connector_service._literals import python_to_literal_map, variable_types
+
+    literals = python_to_literal_map(inputs, variable_types(task.interface.inputs))
+    responses = [r async for r in svc.sync_stub.ExecuteTaskSync(iter(sync_requests(task, literals)), timeout=timeout)]
+    assert len(responses) == 1
+    return responses[0].header.resource
+
+
+def result_of(resource: agent_pb2.Resource) -> dict[str, Any]:
+    literal = resource.outputs.literals["result"]
+    assert literal.scalar.binary.tag == "msgpack"
+    return dict(msgpack.unpackb(literal.scalar.binary.value))
+
+
+async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
+async def poll(svc: Stubs, meta: bytes, task_type: str, seconds: float = 30) -> agent_pb2.Resource:
+    deadline = time.monotonic() + seconds
+    while True:
+        resource = await get_task(svc, meta, task_type)
+        if resource.phase in TERMINAL or time.monotonic() > deadline:
+            return resource
+        await asyncio.sleep(0.05)
+
+
+def endpoint_config(moto: Moto) -> str:
+    """A model and an endpoint config in moto (what the workflow's boto tasks make first)."""
+    sm = moto.client("sagemaker")
+    model = unique("model")
+    sm.create_model(ModelName=model, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "img:1"})
+    name = unique("epc")
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": "v1", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "ml.m4.xlarge"}
+        ],
+    )
+    return name
+
+
+# --------------------------------------------------------------------------- boto
+
+
+async def test_boto_create_model_fills_placeholders_and_answers_the_arn_and_token(moto: Moto, aws_env: Any) -> None:
+    async with aws_service(moto.url, ("sagemaker:create_model",)) as svc:
+        name = unique("xgb")
+        resource = await boto(svc, template("boto_create_model"), {"model_name": name, "model_path": "s3://m/x.tgz"})
+    assert resource.phase == Phase.SUCCEEDED, resource.message
+    token = resource.outputs.literals["idempotence_token"].scalar.primitive.string_value
+    assert len(token) == 16 and int(token, 16) >= 0
+    arn = result_of(resource)["ModelArn"]
+    assert arn == f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{name}-{token}"
+    model = moto.client("sagemaker").describe_model(ModelName=f"{name}-{token}")
+    assert model["PrimaryContainer"]["Image"] == "123456789012.dkr.ecr.us-east-2.amazonaws.com/xgboost:1"
+    assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://m/x.tgz"
+
+
+async def test_boto_the_same_request_twice_has_the_same_token(moto: Moto, aws_env: Any) -> None:
+    inputs = {"model_name": unique("same"), "model_path": "s3://m/x.tgz"}
+    async with aws_service(moto.url, ("sagemaker:create_model",)) as svc:
+        first = await boto(svc, template("boto_create_model"), inputs)
+        second = await boto(svc, template("boto_create_model"), inputs)
+    assert result_of(first) == result_of(second)
+    tokens = {r.outputs.literals["idempotence_token"].scalar.primitive.string_value for r in (first, second)}
+    assert len(tokens) == 1
+
+
+async def test_boto_answers_with_datetimes_become_iso_strings(moto: Moto, aws_env: Any) -> None:
+    name = unique("described")
+    moto.client("sagemaker").create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "i:1"})
+    task = with_custom("boto_delete_model", method="describe_model", region=REGION)
+    async with aws_service(moto.url, ("sagemaker:describe_model",)) as svc:
+        resource = await boto(svc, task, {"model_name": name})
+    assert resource.phase == Phase.SUCCEEDED, resource.message
+    result = result_of(resource)
+    assert result["ModelName"] == name
+    assert isinstance(result["CreationTime"], str) and result["CreationTime"][:2] == "20"
+    assert resource.outputs.literals["idempotence_token"].scalar.primitive.string_value == ""
+
+
+async def test_boto_a_method_outside_the_allow_list_is_refused_and_nothing_reaches_aws(
+    moto: Moto, aws_env: Any
+) -> None:
+    before = len(moto.requests())
+    async with aws_service(moto.url, ("sagemaker:describe_model",)) as svc:
+        error = await rpc_error(boto(svc, template("boto_create_model"), {"model_name": "x", "model_path": "s3://m"}))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "sagemaker:create_model is not allowed" in (error.details() or "")
+        assert "plugins.boto.allowed_methods" in (error.details() or "")
+        nothing = await rpc_error(boto(svc, with_custom("boto_delete_model", region=REGION), {"model_name": "x"}))
+        assert "sagemaker:delete_model is not allowed" in (nothing.details() or "")
+    async with aws_service(moto.url) as svc:  # the default: nothing allowed
+        error = await rpc_error(boto(svc, template("boto_create_model"), {"model_name": "x", "model_path": "s3://m"}))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(moto.requests()) == before
+
+
+async def test_boto_a_refused_call_fails_with_awss_message(moto: Moto, aws_env: Any) -> None:
+    task = with_custom("boto_delete_model", region=REGION)
+    async with aws_service(moto.url, ("sagemaker:delete_model",)) as svc:
+        resource = await boto(svc, task, {"model_name": unique("missing")})
+    assert resource.phase == Phase.FAILED
+    assert "AWS refused sagemaker.delete_model" in resource.message and "Could not find model" in resource.message
+
+
+async def test_boto_bad_templates_are_invalid_argument_naming_the_field(moto: Moto, aws_env: Any) -> None:
+    cases = [
+        (with_custom("boto_delete_model", region=REGION, config="x"), "custom.config must be an object"),
+        (with_custom("boto_delete_model", region="mars-1"), "custom.region 'mars-1' is not an AWS region"),
+        (with_custom("boto_delete_model", region=None), "custom.region is not set"),
+        (with_custom("boto_delete_model", region=REGION, config={"ModelName": "{inputs.nope}"}), "{inputs.nope}"),
+        (with_custom("boto_delete_model", region=REGION, service="Bad Service"), "custom.service"),
+    ]
+    async with aws_service(moto.url, ("sagemaker:delete_model",)) as svc:
+        for task, text in cases:
+            error = await rpc_error(boto(svc, task, {"model_name": "m"}))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, text
+            assert text in (error.details() or ""), error.details()
+        bad = with_custom("boto_delete_model", region=REGION, config={"ModelName": 5})
+        error = await rpc_error(boto(svc, bad, {"model_name": "m"}))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "ModelName" in (error.details() or "")
+
+
+async def test_boto_with_aws_gone_is_unavailable(moto: Moto, aws_env: Any) -> None:
+    outage = Outage(moto.port)
+    async with aws_service(outage.url, ("sagemaker:delete_model",), request_timeout=2) as svc:
+        error = await rpc_error(boto(svc, with_custom("boto_delete_model", region=REGION), {"model_name": "m"}))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+    assert "cannot be reached" in (error.details() or "")
+
+
+# --------------------------------------------------------------------------- sagemaker-endpoint
+
+
+def meta_fields(meta: bytes) -> dict[str, Any]:
+    return dict(json.loads(open_meta(meta).meta))
+
+
+async def test_an_endpoint_is_created_and_its_arn_is_the_result(moto: Moto, aws_env: Any) -> None:
+    config, name = endpoint_config(moto), unique("ep")
+    inputs = {"endpoint_name": name, "endpoint_config_name": config}
+    async with aws_service(moto.url) as svc:
+        meta = await create_task(
+            svc, template("sagemaker_endpoint"), inputs, task_execution_metadata=task_execution_metadata()
+        )
+        assert meta_fields(meta) == {"endpoint_name": name, "region": REGION, "team": "default", "refused": ""}
+        resource = await poll(svc, meta, "sagemaker-endpoint")
+    assert resource.phase == Phase.SUCCEEDED, resource.message
+    assert result_of(resource) == {"EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name}"}
+    assert resource.log_links[0].uri.endswith(f"#/endpoints/{name}")
+    assert "is in service" in resource.message
+
+
+async def test_an_endpoint_created_again_follows_the_same_endpoint(moto: Moto, aws_env: Any) -> None:
+    config, name = endpoint_config(moto), unique("ep")
+    inputs = {"endpoint_name": name, "endpoint_config_name": config}
+    async with aws_service(moto.url) as svc:
+        first = await create_task(svc, template("sagemaker_endpoint"), inputs)
+        second = await create_task(svc, template("sagemaker_endpoint"), inputs)
+        assert meta_fields(first) == meta_fields(second)
+        resource = await poll(svc, second, "sagemaker-endpoint")
+    assert resource.phase == Phase.SUCCEEDED, resource.message
+
+
+async def test_a_refused_endpoint_fails_with_sagemakers_message(moto: Moto, aws_env: Any) -> None:
+    inputs = {"endpoint_name": unique("ep"), "endpoint_config_name": unique("no-such-config")}
+    async with aws_service(moto.url) as svc:
+        meta = await create_task(svc, template("sagemaker_endpoint"), inputs)
+        resource = await get_task(svc, meta, "sagemaker-endpoint")
+        await delete_task(svc, meta, "sagemaker-endpoint")  # there is nothing to delete: fine
+    assert resource.phase == Phase.FAILED
+    assert "Could not find endpoint configuration" in resource.message
+
+
+async def test_delete_deletes_the_endpoint_and_is_idempotent(moto: Moto, aws_env: Any) -> None:
+    config, name = endpoint_config(moto), unique("ep")
+    async with aws_service(moto.url) as svc:
+        meta = await create_task(
+            svc, template("sagemaker_endpoint"), {"endpoint_name": name, "endpoint_config_name": config}
+        )
+        await delete_task(svc, meta, "sagemaker-endpoint")
+        names = [e["EndpointName"] for e in moto.client("sagemaker").list_endpoints()["Endpoints"]]
+        assert name not in names
+        await delete_task(svc, meta, "sagemaker-endpoint")
+        resource = await get_task(svc, meta, "sagemaker-endpoint")
+    assert resource.phase == Phase.FAILED and "does not exist" in resource.message
+
+
+async def test_aws_gone_mid_task_is_unavailable_then_the_task_resumes(moto: Moto, aws_env: Any) -> None:
+    outage = Outage(moto.port)
+    await outage.up()
+    config, name = endpoint_config(moto), unique("ep")
+    try:
+        async with aws_service(outage.url, request_timeout=2) as svc:
+            meta = await create_task(
+                svc, template("sagemaker_endpoint"), {"endpoint_name": name, "endpoint_config_name": config}
+            )
+            await outage.down()
+            error = await rpc_error(get_task(svc, meta, "sagemaker-endpoint"))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+            assert "sagemaker in us-east-2" in (error.details() or "")
+            await outage.up()
+            resource = await poll(svc, meta, "sagemaker-endpoint")
+            assert resource.phase == Phase.SUCCEEDED, resource.message
+    finally:
+        await outage.down()
+
+
+async def test_a_team_without_an_entry_is_refused(moto: Moto, aws_env: Any) -> None:
+    plugins = {"sagemaker": {**aws_settings(moto.url), "teams": {"ml/prod": {}}}}
+    async with run_service(CONNECTORS, entry_points=False, plugins=plugins) as svc:
+        inputs = {"endpoint_name": "ep", "endpoint_config_name": "c"}
+        other = task_execution_metadata(project="other", domain="prod")
+        error = await rpc_error(create_task(svc, template("sagemaker_endpoint"), inputs, task_execution_metadata=other))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "plugins.sagemaker.teams has no entry for project/domain other/prod" in (error.details() or "")
+
+
+async def test_a_teams_role_is_assumed_for_its_calls(moto: Moto, aws_env: Any) -> None:
+    team_role = f"arn:aws:iam::{ACCOUNT}:role/team-ml"
+    plugins = {"sagemaker": {**aws_settings(moto.url), "teams": {"ml": {"role_arn": team_role}}}}
+    config, name = endpoint_config(moto), unique("ep")
+    before = len(moto.requests())
+    async with run_service(CONNECTORS, entry_points=False, plugins=plugins) as svc:
+        meta = await create_task(
+            svc,
+            template("sagemaker_endpoint"),
+            {"endpoint_name": name, "endpoint_config_name": config},
+            task_execution_metadata=task_execution_metadata(project="ml"),
+        )
+        resource = await poll(svc, meta, "sagemaker-endpoint")
+    assert resource.phase == Phase.SUCCEEDED, resource.message
+    made = moto.requests()[before:]
+    assume = [r for r in made if "AssumeRole" in (r.get("body") or "") and "team-ml" in (r.get("body") or "")]
+    assert len(assume) == 1  # once, then the credentials are reused
+    signed = [r for r in made if r["headers"].get("X-Amz-Target", "").startswith("SageMaker.")]
+    assert signed and all("testing" not in r["headers"]["Authorization"] for r in signed)
+
+
+# --------------------------------------------------------------------------- the daemon as operators run it
+
+
+async def test_many_endpoints_and_boto_calls_at_once_on_the_daemons_own_loop(moto: Moto, tmp_path: Path) -> None:
+    """The daemon in its own process (uvloop): 20 endpoints followed to InService and 20 boto calls at once."""
+    plugins = {
+        "boto": aws_settings(moto.url, allowed_methods=["sagemaker:create_model"]),
+        "sagemaker": aws_settings(moto.url),
+    }
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"plugins": plugins}))
+    args = [arg for name in CONNECTORS for arg in ("--connector", name)]
+    args += ["--no-entry-points", "--log-level", "error", "--no-access-log", "--config-file", str(config)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **CREDENTIALS}
+    configs = [endpoint_config(moto) for _ in range(20)]
+
+    async def endpoint(svc: Stubs, i: int) -> str:
+        name = unique(f"load{i}")
+        meta = await create_task(
+            svc, template("sagemaker_endpoint"), {"endpoint_name": name, "endpoint_config_name": configs[i]}
+        )
+        done = await poll(svc, meta, "sagemaker-endpoint")
+        assert done.phase == Phase.SUCCEEDED, done.message
+        return str(result_of(done)["EndpointArn"])
+
+    async def model(svc: Stubs, i: int) -> str:
+        inputs = {"model_name": unique(f"m{i}"), "model_path": "s3://m/x.tgz"}
+        done = await boto(svc, template("boto_create_model"), inputs)
+        assert done.phase == Phase.SUCCEEDED, done.message
+        return str(result_of(done)["ModelArn"])
+
+    async with serve_process(*args, env=env) as served:
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            svc = Remote(channel)
+            arns = await asyncio.gather(*(endpoint(svc, i) for i in range(20)), *(model(svc, i) for i in range(20)))
+    assert len(set(arns)) == 40
+
+
+# --------------------------------------------------------------------------- settings and registration
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"allowed_methods": ["create_model"]}, "is not 'service:method'"),
+        ({"teams": {"default": {"role_arn": "team-role"}}}, "is not an IAM role ARN"),
+        ({"teams": {"default": {"regions": ["moon"]}}}, "is not an AWS region name"),
+        ({"endpoint_urls": {"sagemaker": "localhost:5000"}}, "is not an http(s)://host[:port] URL"),
+        ({"aws_secret_access_key": "x"}, "aws_secret_access_key"),
+    ],
+)
+async def test_bad_settings_stop_start_up_naming_the_field(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        async with run_service(CONNECTORS, entry_points=False, plugins={"boto": settings}):
+            pass
+    assert message in str(info.value)
+
+
+def test_the_entry_points_register_the_aws_connectors() -> None:
+    registry = ConnectorRegistry.build()
+    assert registry.lookup(TaskCategory("boto", 0)).is_sync
+    assert not registry.lookup(TaskCategory("sagemaker-endpoint", 0)).is_sync
+
+
+def test_the_fixture_inputs_are_the_plugins() -> None:
+    inputs = literals_pb2.LiteralMap.FromString((AWS / "sagemaker_endpoint_inputs.pb").read_bytes())
+    assert set(inputs.literals) == {"endpoint_name", "endpoint_config_name"}
