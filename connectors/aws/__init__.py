@@ -5,6 +5,7 @@ chain or a role the operator gives each Flyte project/domain (``settings.py``).
 """
 
 from connectors.aws.boto import BotoConnector
+from connectors.aws.emr import EmrServerlessConnector, EmrServerlessMeta
 from connectors.aws.sagemaker import SageMakerEndpointConnector, SageMakerEndpointMeta
 from connectors.aws.settings import AwsSettings, AwsTeam, BotoSettings, EmrServerlessSettings, SageMakerSettings
 
@@ -13,6 +14,8 @@ __all__ = [
     "AwsTeam",
     "BotoConnector",
     "BotoSettings",
+    "EmrServerlessConnector",
+    "EmrServerlessMeta",
     "EmrServerlessSettings",
     "SageMakerEndpointConnector",
     "SageMakerEndpointMeta",

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ AWS = FIXTURES / "aws"
 CONNECTORS = (
     "connectors.aws:BotoConnector",
     "connectors.aws:SageMakerEndpointConnector",
+    "connectors.aws:EmrServerlessConnector",
 )
 TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.RETRYABLE_FAILED, Phase.ABORTED}
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/flyte-sagemaker"
@@ -106,6 +108,7 @@ async def aws_service(moto_url: str, allowed: tuple[str, ...] = (), **extra: Any
     plugins = {
         "boto": aws_settings(moto_url, allowed_methods=list(allowed), **extra),
         "sagemaker": aws_settings(moto_url, **extra),
+        "emr_serverless": aws_settings(moto_url, **extra),
     }
     async with run_service(CONNECTORS, entry_points=False, plugins=plugins) as svc:
         yield svc
@@ -355,6 +358,144 @@ async def test_a_teams_role_is_assumed_for_its_calls(moto: Moto, aws_env: Any) -
     assert signed and all("testing" not in r["headers"]["Authorization"] for r in signed)
 
 
+# --------------------------------------------------------------------------- emr_serverless
+
+
+EMR_ROLE = f"arn:aws:iam::{ACCOUNT}:role/flyte-emr-job"
+
+
+def application(moto: Moto, state: str = "STARTED", kind: str = "SPARK") -> tuple[str, str]:
+    """An application in moto (its id and name), STARTED or STOPPED."""
+    emr = moto.client("emr-serverless")
+    name = unique("app")
+    app_id = str(emr.create_application(name=name, releaseLabel="emr-7.0.0", type=kind)["applicationId"])
+    if state == "STOPPED":
+        emr.stop_application(applicationId=app_id)
+    return app_id, name
+
+
+def emr_calls(moto: Moto, since: int, operation: str) -> list[dict[str, Any]]:
+    """The EMR Serverless requests moto received since ``since`` for one REST operation."""
+    method, path = {
+        "StartJobRun": ("POST", r"/applications/[^/]+/jobruns$"),
+        "StartApplication": ("POST", r"/applications/[^/]+/start$"),
+        "CancelJobRun": ("DELETE", r"/applications/[^/]+/jobruns/[^/]+$"),
+    }[operation]
+    return [r for r in moto.requests()[since:] if r["method"] == method and re.search(path, r["url"].split("?")[0])]
+
+
+async def test_a_spark_job_starts_its_stopped_application_and_succeeds(moto: Moto, aws_env: Any) -> None:
+    app_id, _ = application(moto, "STOPPED")
+    before = len(moto.requests())
+    task = with_custom("emr_spark", application_id=app_id)
+    tem = task_execution_metadata(name="emr-run-1")
+    async with aws_service(moto.url) as svc:
+        meta = await create_task(svc, task, task_execution_metadata=tem)
+        fields = meta_fields(meta)
+        assert fields["job_run_id"] and fields["plan"] == "" and fields["application_id"] == app_id
+        resource = await poll(svc, meta, "emr_serverless")
+    assert resource.phase == Phase.SUCCEEDED, resource.message
+    assert resource.log_links[0].uri.endswith(f"#/serverless/{app_id}/jobs/{fields['job_run_id']}")
+    assert len(emr_calls(moto, before, "StartApplication")) == 1
+    (submitted,) = emr_calls(moto, before, "StartJobRun")
+    body = json.loads(submitted["body"])
+    from connectors._scoped import execution_token
+
+    assert body["clientToken"] == fields["client_token"] == execution_token(tem, prefix="flyte", length=40)
+    assert body["executionTimeoutMinutes"] == 30 and body["executionRoleArn"] == EMR_ROLE
+    spark = body["jobDriver"]["sparkSubmit"]
+    assert spark["entryPoint"] == "s3://scripts/etl.py" and spark["entryPointArguments"] == ["--day", "2026-01-01"]
+    assert spark["sparkSubmitParameters"].startswith("--conf spark.executor.memory=4g --conf ")
+    assert "spark.emr-serverless.driverEnv.FLYTE_INTERNAL_EXECUTION_ID=emr-run-1" in spark["sparkSubmitParameters"]
+    assert body["tags"] == {"Application": "flyte", "ManagedBy": "flyte-connector", "team": "ml"}
+
+
+async def test_a_hive_job_finds_its_application_by_name(moto: Moto, aws_env: Any) -> None:
+    app_id, name = application(moto, kind="HIVE")
+    async with aws_service(moto.url) as svc:
+        meta = await create_task(svc, with_custom("emr_hive", application_id=name))
+        assert meta_fields(meta)["application_id"] == app_id
+        resource = await poll(svc, meta, "emr_serverless")
+    assert resource.phase == Phase.SUCCEEDED, resource.message
+
+
+async def test_a_retried_create_sends_the_same_client_token(moto: Moto, aws_env: Any) -> None:
+    # AWS returns the job run the first call started for the same clientToken; moto makes a
+    # second one, so what is checked here is what AWS's idempotency rests on: the token.
+    app_id, _ = application(moto)
+    before = len(moto.requests())
+    task, tem = with_custom("emr_spark", application_id=app_id), task_execution_metadata(name="emr-retried")
+    async with aws_service(moto.url) as svc:
+        first = await create_task(svc, task, task_execution_metadata=tem)
+        second = await create_task(svc, task, task_execution_metadata=tem)
+        other = await create_task(
+            svc, task, task_execution_metadata=task_execution_metadata(name="emr-retried", retry=1)
+        )
+    tokens = [json.loads(r["body"])["clientToken"] for r in emr_calls(moto, before, "StartJobRun")]
+    assert len(tokens) == 3 and tokens[0] == tokens[1] != tokens[2]
+    assert meta_fields(first)["client_token"] == meta_fields(second)["client_token"] == tokens[0]
+    assert meta_fields(other)["client_token"] == tokens[2]
+
+
+async def test_delete_cancels_the_job_run_and_is_idempotent(moto: Moto, aws_env: Any) -> None:
+    app_id, _ = application(moto)
+    async with aws_service(moto.url) as svc:
+        meta = await create_task(svc, with_custom("emr_spark", application_id=app_id))
+        before = len(moto.requests())
+        await delete_task(svc, meta, "emr_serverless")
+        await delete_task(svc, meta, "emr_serverless")
+        resource = await get_task(svc, meta, "emr_serverless")
+    assert len(emr_calls(moto, before, "CancelJobRun")) == 2
+    assert not emr_calls(moto, before, "StartJobRun")  # a delete never submits
+    assert resource.phase == Phase.FAILED and "was cancelled" in resource.message
+
+
+async def test_a_missing_or_terminated_application_fails_the_task(moto: Moto, aws_env: Any) -> None:
+    app_id, _ = application(moto, "STOPPED")
+    moto.client("emr-serverless").delete_application(applicationId=app_id)
+    async with aws_service(moto.url) as svc:
+        meta = await create_task(svc, with_custom("emr_hive", application_id=unique("nobody")))
+        missing = await get_task(svc, meta, "emr_serverless")
+        meta = await create_task(svc, with_custom("emr_spark", application_id=app_id))
+        gone = await get_task(svc, meta, "emr_serverless")
+    assert missing.phase == Phase.FAILED and "no active EMR Serverless application is named" in missing.message
+    assert gone.phase == Phase.FAILED and "terminated" in gone.message
+
+
+async def test_bad_emr_templates_are_invalid_argument_naming_the_field(moto: Moto, aws_env: Any) -> None:
+    cases = [
+        (with_custom("emr_spark", spark_job_driver=None), "custom.spark_job_driver (or hive_job_driver) is required"),
+        (with_custom("emr_spark", execution_role_arn="admin"), "custom.execution_role_arn"),
+        (with_custom("emr_spark", application_id=None), "custom.application_id (or application_name) is required"),
+        (with_custom("emr_spark", execution_timeout_minutes=0), "custom.execution_timeout_minutes"),
+        (with_custom("emr_spark", application_type="PRESTO"), "custom.application_type"),
+    ]
+    before = len(moto.requests())
+    async with aws_service(moto.url) as svc:
+        for task, text in cases:
+            error = await rpc_error(create_task(svc, task))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, text
+            assert text in (error.details() or ""), error.details()
+    assert len(moto.requests()) == before
+
+
+async def test_emr_with_aws_gone_is_unavailable_then_the_task_resumes(moto: Moto, aws_env: Any) -> None:
+    app_id, _ = application(moto)
+    outage = Outage(moto.port)
+    await outage.up()
+    try:
+        async with aws_service(outage.url, request_timeout=2) as svc:
+            meta = await create_task(svc, with_custom("emr_spark", application_id=app_id))
+            await outage.down()
+            error = await rpc_error(get_task(svc, meta, "emr_serverless"))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+            await outage.up()
+            resource = await poll(svc, meta, "emr_serverless")
+            assert resource.phase == Phase.SUCCEEDED, resource.message
+    finally:
+        await outage.down()
+
+
 # --------------------------------------------------------------------------- the daemon as operators run it
 
 
@@ -417,6 +558,7 @@ def test_the_entry_points_register_the_aws_connectors() -> None:
     registry = ConnectorRegistry.build()
     assert registry.lookup(TaskCategory("boto", 0)).is_sync
     assert not registry.lookup(TaskCategory("sagemaker-endpoint", 0)).is_sync
+    assert not registry.lookup(TaskCategory("emr_serverless", 0)).is_sync
 
 
 def test_the_fixture_inputs_are_the_plugins() -> None:
