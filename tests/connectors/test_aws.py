@@ -564,3 +564,11 @@ def test_the_entry_points_register_the_aws_connectors() -> None:
 def test_the_fixture_inputs_are_the_plugins() -> None:
     inputs = literals_pb2.LiteralMap.FromString((AWS / "sagemaker_endpoint_inputs.pb").read_bytes())
     assert set(inputs.literals) == {"endpoint_name", "endpoint_config_name"}
+
+
+def test_the_result_literal_is_the_one_flytekit_writes() -> None:
+    from connectors.aws._values import dict_literal
+
+    flytekit = literals_pb2.Literal.FromString((AWS / "boto_result_literal.pb").read_bytes())
+    result = {"ModelArn": "arn:aws:sagemaker:us-east-2:123456789012:model/xgb-0123456789abcdef", "Count": 3}
+    assert dict_literal(result) == flytekit
