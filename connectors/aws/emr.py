@@ -177,7 +177,10 @@ class EmrServerlessConnector(AsyncConnectorBase):
         app = (await self._call(target, "get_application", deadline, applicationId=application_id)).get("application")
         state = str((app or {}).get("state", ""))
         if state in _NEEDS_START:
-            await self._call(target, "start_application", deadline, applicationId=application_id)
+            try:
+                await self._call(target, "start_application", deadline, applicationId=application_id)
+            except Refused as exc:  # another task started it first (it is STARTING now): read it again
+                _log.info("EMR Serverless application %s did not start on request: %s", application_id, exc)
             app = (await self._call(target, "get_application", deadline, applicationId=application_id))["application"]
             state = str(app.get("state", ""))
         if state == "TERMINATED":

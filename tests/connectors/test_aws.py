@@ -500,10 +500,11 @@ async def test_emr_with_aws_gone_is_unavailable_then_the_task_resumes(moto: Moto
 
 
 async def test_many_endpoints_and_boto_calls_at_once_on_the_daemons_own_loop(moto: Moto, tmp_path: Path) -> None:
-    """The daemon in its own process (uvloop): 20 endpoints followed to InService and 20 boto calls at once."""
+    """The daemon in its own process (uvloop): 20 endpoints, 20 boto calls and 20 EMR job runs at once."""
     plugins = {
         "boto": aws_settings(moto.url, allowed_methods=["sagemaker:create_model"]),
         "sagemaker": aws_settings(moto.url),
+        "emr_serverless": aws_settings(moto.url),
     }
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"plugins": plugins}))
@@ -511,6 +512,7 @@ async def test_many_endpoints_and_boto_calls_at_once_on_the_daemons_own_loop(mot
     args += ["--no-entry-points", "--log-level", "error", "--no-access-log", "--config-file", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **CREDENTIALS}
     configs = [endpoint_config(moto) for _ in range(20)]
+    app_id, _ = application(moto, "STOPPED")
 
     async def endpoint(svc: Stubs, i: int) -> str:
         name = unique(f"load{i}")
@@ -527,11 +529,22 @@ async def test_many_endpoints_and_boto_calls_at_once_on_the_daemons_own_loop(mot
         assert done.phase == Phase.SUCCEEDED, done.message
         return str(result_of(done)["ModelArn"])
 
+    async def job(svc: Stubs, i: int) -> str:
+        tem = task_execution_metadata(name=f"load-{i}")
+        meta = await create_task(svc, with_custom("emr_spark", application_id=app_id), task_execution_metadata=tem)
+        done = await poll(svc, meta, "emr_serverless")
+        assert done.phase == Phase.SUCCEEDED, done.message
+        return str(meta_fields(meta)["job_run_id"])
+
     async with serve_process(*args, env=env) as served:
         async with grpc.aio.insecure_channel(served.address) as channel:
             svc = Remote(channel)
-            arns = await asyncio.gather(*(endpoint(svc, i) for i in range(20)), *(model(svc, i) for i in range(20)))
-    assert len(set(arns)) == 40
+            ids = await asyncio.gather(
+                *(endpoint(svc, i) for i in range(20)),
+                *(model(svc, i) for i in range(20)),
+                *(job(svc, i) for i in range(20)),
+            )
+    assert len(set(ids)) == 60
 
 
 # --------------------------------------------------------------------------- settings and registration
