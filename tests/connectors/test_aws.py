@@ -247,7 +247,7 @@ async def test_boto_with_aws_gone_is_unavailable(moto: Moto, aws_env: Any) -> No
     async with aws_service(outage.url, ("sagemaker:delete_model",), request_timeout=2) as svc:
         error = await rpc_error(boto(svc, with_custom("boto_delete_model", region=REGION), {"model_name": "m"}))
     assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
-    assert "delete_model on sagemaker in us-east-2" in (error.details() or "")
+    assert "sagemaker in us-east-2 at http://127.0.0.1" in (error.details() or "")
 
 
 # --------------------------------------------------------------------------- sagemaker-endpoint
