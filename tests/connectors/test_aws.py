@@ -585,3 +585,20 @@ def test_the_result_literal_is_the_one_flytekit_writes() -> None:
     flytekit = literals_pb2.Literal.FromString((AWS / "boto_result_literal.pb").read_bytes())
     result = {"ModelArn": "arn:aws:sagemaker:us-east-2:123456789012:model/xgb-0123456789abcdef", "Count": 3}
     assert dict_literal(result) == flytekit
+
+
+async def test_no_credentials_is_failed_precondition_and_nothing_is_sent(
+    moto: Moto, aws_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    before = len(moto.requests())
+    async with aws_service(moto.url) as svc:
+        error = await rpc_error(
+            create_task(svc, template("sagemaker_endpoint"), {"endpoint_name": "ep", "endpoint_config_name": "c"})
+        )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    assert "no usable AWS credentials" in (error.details() or "") and "default AWS credential chain" in (
+        error.details() or ""
+    )
+    assert len(moto.requests()) == before
