@@ -15,6 +15,7 @@ throttling or an unreachable endpoint is UNAVAILABLE so propeller retries.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -144,8 +145,6 @@ class BotoConnector(SyncConnectorBase):
 
 async def _read_streams(answer: dict[str, Any], remaining: float) -> dict[str, Any]:
     """Streamed bodies (``invoke_endpoint``'s ``Body``) read into bytes, within the deadline and ``MAX_STREAM``."""
-    import asyncio
-
     out = dict(answer)
     for name, value in answer.items():
         read = getattr(value, "read", None)

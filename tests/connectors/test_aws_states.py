@@ -333,3 +333,22 @@ async def test_a_starting_application_gets_its_job_run_once_it_started(aws: Http
             assert running.phase == Phase.RUNNING, running.message
     assert len(app.submitted) == 1  # later polls find the job run by its name
     assert app.submitted[0]["clientToken"] == fields["client_token"]
+
+
+async def test_boto_throttled_is_unavailable(aws: HttpTestServer, aws_env: Any) -> None:  # noqa: F811
+    aws.route("/", by_operation(CreateModel=sagemaker_error("ThrottlingException", "Rate exceeded")))
+    async with service(aws.base) as svc:
+        error = await rpc_error(boto(svc, template("boto_create_model"), {"model_name": "xgb", "model_path": "s3://m"}))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE and "ThrottlingException" in (error.details() or "")
+
+
+async def test_a_region_outside_the_teams_regions_is_refused_before_any_call(
+    aws: HttpTestServer,
+    aws_env: Any,  # noqa: F811
+) -> None:
+    async with service(aws.base, teams={"default": {"regions": ["eu-west-1"]}}) as svc:
+        error = await rpc_error(create_task(svc, template("sagemaker_endpoint"), ENDPOINT_INPUTS))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "custom.region us-east-2 is not allowed" in (error.details() or "")
+    assert "plugins.sagemaker.teams.default.regions" in (error.details() or "")
+    assert aws.requests == []
