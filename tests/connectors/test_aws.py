@@ -602,3 +602,11 @@ async def test_no_credentials_is_failed_precondition_and_nothing_is_sent(
         error.details() or ""
     )
     assert len(moto.requests()) == before
+
+
+async def test_a_pickled_flytekit_meta_is_refused(moto: Moto, aws_env: Any) -> None:
+    # flytekit's SageMaker connector cloudpickles its meta (config and inputs); it is never unpickled here.
+    pickled = b"\x80\x05\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94."
+    async with aws_service(moto.url) as svc:
+        error = await rpc_error(get_task(svc, pickled, "sagemaker-endpoint"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
