@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
+from prometheus_client import CollectorRegistry, Gauge, gc_collector, platform_collector, process_collector
 
 from connector_service._fast_metrics import counter, histogram
 
@@ -64,6 +64,15 @@ class ConnectorMetrics:
             "Calls refused with RESOURCE_EXHAUSTED because their connector had no room (its bulkhead was full)",
             ["task_type", "operation"],
             registry,
+        )
+
+        self.up = Gauge(
+            "flyte_connector_up",
+            "1 for each connector (by task type) and sensor (task_type sensor) this process serves; "
+            "0 for one whose set-up failed and is refused with UNAVAILABLE (--skip-broken-connectors)",
+            ["task_type", "connector"],
+            registry=registry,
+            multiprocess_mode="livemin",
         )
 
         self._children: dict[tuple[str, str], tuple[Callable[[], None], Callable[[float], None]]] = {}

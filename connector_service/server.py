@@ -239,10 +239,15 @@ class ConnectorService:
         _release_start_up_memory()
         for name in ("", *self.service_names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        # Per-plugin health, so an operator (or a probe with `service:`) can see what is broken.
+        # Per-plugin health, so an operator (or a probe with `service:`) can see what is broken,
+        # and the same as a gauge, so dashboards show what each pod serves and alerts see a failure.
         for _, health_name in self._plugins():
             status = "NOT_SERVING" if health_name in self.unavailable else "SERVING"
             await self._health.set(health_name, health_pb2.HealthCheckResponse.ServingStatus.Value(status))
+        for entry in self.registry.connectors():
+            self.metrics.up.labels(entry.category.name, entry.name).set(0 if entry.broken else 1)
+        for name in self.registry.sensors():
+            self.metrics.up.labels("sensor", name).set(0 if f"sensor/{name}" in self.unavailable else 1)
         _log.info(
             "serving %d connector(s) and %d sensor(s) on %s (metrics: %s)",
             len(self.registry.connectors()),

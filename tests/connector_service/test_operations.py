@@ -65,6 +65,10 @@ async def test_skip_broken_connectors_starts_without_it_and_reports_it(
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "set-up failed" in (err.value.details() or "")
         assert running.service.unavailable.keys() == {"connector/lifecycle_v0"}
+        # The same as a metric: what dashboards show per pod and the ConnectorDown alert reads.
+        up = running.service.metrics_registry.get_sample_value
+        assert up("flyte_connector_up", {"task_type": "lifecycle", "connector": "Lifecycle Connector"}) == 0
+        assert up("flyte_connector_up", {"task_type": "job", "connector": "Job Connector"}) == 1
 
 
 async def test_connectors_close_their_clients_on_sigterm(tmp_path: Path) -> None:

@@ -283,7 +283,36 @@ def _check_service_monitor(monitor: dict[str, Any], docs: tuple[dict[str, Any], 
                 assert re.fullmatch(r"\d+(ms|s|m)", endpoint[key]), f"{key}: a Prometheus duration"
 
 
-CUSTOM_CHECKS = {("monitoring.coreos.com/v1", "ServiceMonitor"): _check_service_monitor}
+def _check_prometheus_rule(rule: dict[str, Any], docs: tuple[dict[str, Any], ...]) -> None:
+    """No schema for this custom resource here: the structure the Prometheus Operator's CRD requires.
+
+    That its groups are exactly deploy/monitoring/rules.yaml (which promtool checks and a real
+    Prometheus evaluates) is tests/deploy/test_monitoring.py's job.
+    """
+    assert set(rule) <= {"apiVersion", "kind", "metadata", "spec"}
+    assert rule["metadata"]["name"] and rule["metadata"].get("namespace") == NAMESPACE
+    assert set(rule["spec"]) == {"groups"} and rule["spec"]["groups"], "spec.groups, not empty"
+    names = [group["name"] for group in rule["spec"]["groups"]]
+    assert len(names) == len(set(names)), "group names must be unique"
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}, group.keys()
+        for item in group["rules"]:
+            assert ("record" in item) != ("alert" in item), "a rule records or alerts, not both"
+            assert isinstance(item["expr"], str) and item["expr"].strip()
+            allowed = (
+                {"record", "expr", "labels"} if "record" in item else {"alert", "expr", "for", "labels", "annotations"}
+            )
+            assert set(item) <= allowed, f"{item.get('record') or item.get('alert')}: {set(item) - allowed}"
+            if "for" in item:
+                assert re.fullmatch(r"\d+(ms|s|m|h)", item["for"]), "for: a Prometheus duration"
+            for key in ("labels", "annotations"):
+                assert all(isinstance(v, str) for v in item.get(key, {}).values()), f"{key}: strings only"
+
+
+CUSTOM_CHECKS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _check_service_monitor,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _check_prometheus_rule,
+}
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=_id)
