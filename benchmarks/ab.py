@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=128)
     args = parser.parse_args(argv)
     targets: list[Target] = []
+    import compileall
+
+    for spec in args.targets:  # .pyc files as an installed package has them (see run.compile_bytecode)
+        if spec != "bare":
+            compileall.compile_dir(spec.partition("::")[0], quiet=2, workers=0)
     try:
         for spec in args.targets:
             targets.append(Target(spec, args.concurrency))

