@@ -43,6 +43,10 @@ README = ROOT / "README.md"
 
 _SIGNAL = re.compile(r"^(?P<signal>.+?)\s*(?:>=|<=|==|!=|>|<)\s*[-+0-9.eE]+$", re.S)
 _ABSENT = re.compile(r"^absent\((?P<signal>.+)\)$", re.S)
+_LABEL_VALUES = re.compile(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)")
+# The target labels the Prometheus Operator gives a ServiceMonitor's targets (and the usual
+# kubernetes_sd relabelling gives annotated pods), which the dashboard's variables select on.
+TARGET_LABELS = {"namespace": "flyte", "pod": "flyteconnector-7d9f-x2x4q"}
 
 
 def _tools() -> dict[str, str]:
@@ -78,11 +82,26 @@ def signal_of(expr: str) -> str:
     raise AssertionError(f"not `signal <comparison> number` nor `absent(signal)`: {expr}")
 
 
-def _grafana_to_promql(expr: str) -> str:
-    """The query Grafana sends with every variable at "All" and a 30 s rate interval."""
-    return (
-        expr.replace("$__rate_interval", "30s").replace("$namespace", ".*").replace("$job", ".*").replace("$pod", ".*")
-    )
+def _grafana_to_promql(expr: str, values: dict[str, str] | None = None) -> str:
+    """The query Grafana sends with a 30 s rate interval and each variable at ``values`` (else "All")."""
+    expr = expr.replace("$__rate_interval", "30s")
+    for name in ("namespace", "job", "pod"):
+        # Grafana escapes a value's regex metacharacters, doubled for the PromQL string.
+        value = re.sub(r"([.*+?^$()\[\]{}|\\])", r"\\\\\1", (values or {}).get(name, ""))
+        expr = expr.replace(f"${name}", value or ".*")
+    return expr
+
+
+def _query_variables() -> list[tuple[str, str, str]]:
+    """The dashboard's ``label_values(selector, label)`` variables, in order: (name, selector, label)."""
+    found = []
+    for variable in json.loads(DASHBOARD.read_text())["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        match = _LABEL_VALUES.fullmatch(variable["query"]["query"])
+        assert match, f"{variable['name']}: not label_values(selector, label): {variable['query']['query']}"
+        found.append((variable["name"], match.group("selector"), match.group("label")))
+    return found
 
 
 # -- promtool -----------------------------------------------------------------------------------
@@ -162,7 +181,10 @@ class Prometheus:
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                     "rule_files": [str(RULES)],
                     "scrape_configs": [
-                        {"job_name": "flyteconnector", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}
+                        {
+                            "job_name": "flyteconnector",
+                            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"], "labels": TARGET_LABELS}],
+                        }
                     ],
                 }
             )
@@ -302,10 +324,21 @@ async def test_every_dashboard_query_and_rule_returns_data_from_a_real_service(
                 break
         assert not missing, f"recording rules without data: {missing}"
 
+        # The variables as Grafana fills them (each from the one before), then every panel with
+        # the first value of each selected, and again with every variable at "All".
+        values: dict[str, str] = {}
+        for name, selector, label in _query_variables():
+            answer = await asyncio.to_thread(
+                prometheus.get, f"/api/v1/label/{label}/values", **{"match[]": _grafana_to_promql(selector, values)}
+            )
+            assert answer["status"] == "success" and answer["data"], f"variable {name}: {answer}"
+            values[name] = sorted(answer["data"])[0]
+        assert values == {**TARGET_LABELS, "job": "flyteconnector"}
         empty = []
         for title, expr in _dashboard_queries():
-            if not await asyncio.to_thread(prometheus.query, _grafana_to_promql(expr)):
-                empty.append(f"{title}: {expr}")
+            for chosen in (values, None):
+                if not await asyncio.to_thread(prometheus.query, _grafana_to_promql(expr, chosen)):
+                    empty.append(f"{title} ({'selected' if chosen else 'All'}): {expr}")
         for rule in _alerts():
             if not await asyncio.to_thread(prometheus.query, signal_of(rule["expr"])):
                 empty.append(f"{rule['alert']}: {signal_of(rule['expr'])}")
