@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import re
 import subprocess
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import jsonschema
 import pytest
 import yaml
 from flyteidl.admin import agent_pb2
 
 from connector_service.testing import task_template
 from tests.connectors.slurm_cluster import require
+from tests.deploy.test_deploy import DEPLOY, _only, _render
 from tests.utils import SAMPLES, create_task, free_port, serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,6 +151,79 @@ def test_the_prometheus_rule_carries_exactly_the_rules_file() -> None:
     resource = yaml.safe_load(PROMETHEUS_RULE.read_text())
     assert resource["kind"] == "PrometheusRule"
     assert resource["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+# The openAPIV3Schema of the Prometheus Operator's PrometheusRule CRD (monitoring.coreos.com/v1,
+# operator v0.82), written out here with the unknown fields closed: the API server would prune
+# an unknown (misspelt) field silently, so here it is an error. One of record/alert, as the
+# operator's admission webhook requires.
+PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": _DURATION,
+                            "query_offset": _DURATION,
+                            "limit": {"type": "integer"},
+                            "labels": _STRINGS,
+                            "partial_response_strategy": {"type": "string", "pattern": "(?i)^(abort|warn)?$"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["expr"],
+                                    "additionalProperties": False,
+                                    "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
+                                    "properties": {
+                                        "record": {"type": "string"},
+                                        "alert": {"type": "string"},
+                                        "expr": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                                        "for": _DURATION,
+                                        "keep_firing_for": {**_DURATION, "minLength": 1},
+                                        "labels": _STRINGS,
+                                        "annotations": _STRINGS,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+
+
+def test_the_rendered_prometheus_rule_validates_against_the_operators_schema() -> None:
+    rule = _only(_render(DEPLOY / "overlays" / "production"), "PrometheusRule")
+    jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
+    names = [group["name"] for group in rule["spec"]["groups"]]
+    assert len(names) == len(set(names)), "x-kubernetes-list-map-keys: name"
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"], "kustomize changed the rules"
+    broken = copy.deepcopy(rule)
+    broken["spec"]["groups"][0]["rules"][0]["fro"] = "5m"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, PROMETHEUS_RULE_SCHEMA)
 
 
 def test_the_dashboard_is_parameterised_by_data_source_and_target() -> None:
