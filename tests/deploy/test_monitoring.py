@@ -367,6 +367,23 @@ async def _load(address: str, rounds: int) -> None:
             await asyncio.sleep(1.0)
 
 
+_GROUPED_BY = re.compile(r"\bby\s*\(([^)]*)\)")
+
+
+def _no_data(name: str, expr: str, result: list[Any]) -> list[str]:
+    """Why a query's answer shows nothing: no series, or a label it groups by on none of them.
+
+    A label that no longer exists still "returns data" (`sum by (gone)` is one series without
+    it), so each label a query groups by (but ``le``, which histogram_quantile consumes) must
+    be on some series of the answer.
+    """
+    if not result:
+        return [f"{name}: no data: {expr}"]
+    grouped = {label.strip() for labels in _GROUPED_BY.findall(expr) for label in labels.split(",")} - {"le", ""}
+    present = {label for series in result for label in series["metric"]}
+    return [f"{name}: no series has {sorted(grouped - present)}: {expr}"] if grouped - present else []
+
+
 @pytest.fixture
 def scraped(prometheus_binary: str, tmp_path: Path) -> Iterator[tuple[Prometheus, str, int]]:
     metrics_port = free_port()
@@ -413,13 +430,16 @@ async def test_every_dashboard_query_and_rule_returns_data_from_a_real_service(
         empty = []
         for title, expr in _dashboard_queries():
             for chosen in (values, None):
-                if not await asyncio.to_thread(prometheus.query, _grafana_to_promql(expr, chosen)):
-                    empty.append(f"{title} ({'selected' if chosen else 'All'}): {expr}")
-        for rule in _alerts():
-            if not await asyncio.to_thread(prometheus.query, signal_of(rule["expr"])):
-                empty.append(f"{rule['alert']}: {signal_of(rule['expr'])}")
+                result = await asyncio.to_thread(prometheus.query, _grafana_to_promql(expr, chosen))
+                empty += _no_data(f"{title} ({'selected' if chosen else 'All'})", expr, result)
+        for rule in _rules():
+            expr = signal_of(rule["expr"]) if "alert" in rule else rule["record"]
+            result = await asyncio.to_thread(prometheus.query, expr)
+            empty += _no_data(rule.get("alert") or rule["record"], rule["expr"], result)
         rates = await asyncio.to_thread(prometheus.query, "flyte_connector:requests:rate5m")
-        assert not empty, "queries that returned no data:\n  " + "\n  ".join(empty) + f"\n(call rates: {rates})"
+        assert not empty, (
+            "queries that returned no data or lost a label:\n  " + "\n  ".join(empty) + f"\n(call rates: {rates})"
+        )
 
         rules = prometheus.get("/api/v1/rules")["data"]["groups"]
         states = {(r.get("name")): (r["health"], r.get("lastError", "")) for g in rules for r in g["rules"]}
