@@ -95,22 +95,17 @@ class StreamAccessLog(AccessLog):
         self._format_ok: Callable[[str, str, str, float, str], str] = formatter.format_ok
 
     def line(self, level: int, message: str, fields: dict[str, Any]) -> None:
-        if level < self._level:
-            return
-        buffer = self._buffer
-        buffer.append(self._format(logging.getLevelName(level), message, fields))
-        if not self._scheduled:
-            asyncio.get_running_loop().call_later(self._interval, self._timed_flush)
-            self._scheduled = True
-            self._owner = threading.get_ident()
-        elif len(buffer) >= self._max_lines:
-            self.flush()
+        if level >= self._level:
+            self._add(self._format(logging.getLevelName(level), message, fields))
 
     def ok(self, operation: str, label: str, task_type: str, elapsed: float, execution_id: str) -> None:
-        if logging.INFO < self._level:
-            return
+        if logging.INFO >= self._level:
+            self._add(self._format_ok(operation, label, task_type, elapsed, execution_id))
+
+    def _add(self, text: str) -> None:
+        """Buffer a line; the first of a batch sets the timer, a full batch is written at once."""
         buffer = self._buffer
-        buffer.append(self._format_ok(operation, label, task_type, elapsed, execution_id))
+        buffer.append(text)
         if not self._scheduled:
             asyncio.get_running_loop().call_later(self._interval, self._timed_flush)
             self._scheduled = True

@@ -202,9 +202,7 @@ class _Call:
         svc.metrics.observe_success(self.task_type, op.name, elapsed)
         if svc.log_ok or elapsed >= svc.slow:
             if self.sizes is None:
-                metadata = self.execution_metadata
-                task_execution_id = "" if metadata is None else clip(execution_id(metadata), _MAX_EXECUTION_ID)
-                svc.access_log.ok(op.name, self.task_label, self.task_type, elapsed, task_execution_id)
+                svc.access_log.ok(op.name, self.task_label, self.task_type, elapsed, self._execution_id())
             else:  # debug: with the payload sizes
                 svc.access_log.line(
                     logging.INFO, f"{op.name} {self.task_label} OK {elapsed * 1000:.1f}ms", self._fields(elapsed, "OK")
@@ -252,6 +250,11 @@ class _Call:
             _log.error("%s %s failed", op.name, self.task_label, exc_info=exc, extra=fields)
         await self._context.abort(failure.code, failure.message)
 
+    def _execution_id(self) -> str:
+        """The task execution id for a log line ("" on calls that carry none: Get, Delete)."""
+        metadata = self.execution_metadata
+        return "" if metadata is None else clip(execution_id(metadata), _MAX_EXECUTION_ID)
+
     def _fields(self, elapsed: float, code: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "operation": self._op.name,
@@ -259,9 +262,9 @@ class _Call:
             "grpc_code": code,
             "duration_ms": round(elapsed * 1000, 3),
         }
-        task_execution_id = execution_id(self.execution_metadata) if self.execution_metadata is not None else ""
+        task_execution_id = self._execution_id()
         if task_execution_id:
-            fields["task_execution_id"] = clip(task_execution_id, _MAX_EXECUTION_ID)
+            fields["task_execution_id"] = task_execution_id
         if self.sizes and _log.isEnabledFor(logging.DEBUG):
             fields.update(self.sizes)
         return fields

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +40,7 @@ __all__ = [
     "decode_text",
     "describe",
     "drain",
+    "endpoint_url",
     "host_and_port",
     "not_sent",
     "parse_host_rule",
@@ -84,6 +86,24 @@ def _is_ip(host: str) -> bool:
 
 def _normalise_host(host: str) -> str:
     return host.strip().lower().rstrip(".")
+
+
+def endpoint_url(value: str) -> str:
+    """An operator's endpoint override, normalised: ``http(s)://host[:port][/path]`` or "" (none).
+
+    Refuses credentials, a query or a fragment in it: secrets come from the service's secrets,
+    and a URL that silently dropped parts would reach somewhere else than the operator meant.
+    """
+    if not value:
+        return ""
+    try:
+        url = urllib.parse.urlsplit(value.strip())
+        url.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"{value!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment or url.username:
+        raise ValueError(f"{value!r}: give http(s)://host[:port][/path], without credentials, query or fragment")
+    return urllib.parse.urlunsplit(url).rstrip("/")
 
 
 def parse_host_rule(entry: str) -> HostRule:

@@ -66,6 +66,7 @@ from connectors._http import (
     send,
     with_secret_headers,
 )
+from connectors._literal_values import integral_numbers
 
 if TYPE_CHECKING:
     import httpx
@@ -317,23 +318,11 @@ class _Call:
             url=rendered_url.strip(),
             method=method.upper(),
             headers=check_headers(rendered_headers, WHO, "custom.headers"),
-            data=_ints(render(data, inputs, "custom.data")),
+            data=integral_numbers(render(data, inputs, "custom.data")),
             show_data=bool(custom.get("show_data", False)),
             show_url=bool(custom.get("show_url", False)),
             timeout=float(timeout),
         )
-
-
-def _ints(value: Any) -> Any:
-    """Integral floats back to ints: a template's Struct stores every number as a double, so the
-    ``5`` a user wrote arrives as ``5.0`` and would be sent as ``5.0`` (as flytekit does)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    return value
 
 
 def render(value: Any, inputs: Mapping[str, Any], where: str) -> Any:

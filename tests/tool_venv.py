@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import pytest
 
@@ -130,11 +130,14 @@ def require(name: str, pins: Sequence[str], probe: str, *, path: Path | None = N
     try:
         return build(target, pins, probe)
     except (OSError, subprocess.SubprocessError) as exc:
-        output = getattr(exc, "stderr", None) or ""
-        last = [line for line in str(output).splitlines() if line.strip()][-3:]
-        message = f"cannot build the {name} venv ({' '.join(pins)}) in {target}: {exc}" + "".join(
-            f"\n  {line}" for line in last
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message + "\n-- CI is set, so this is an error", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"cannot build the {name} venv ({' '.join(pins)}) in {target}", exc)
+
+
+def unavailable(what: str, exc: BaseException) -> NoReturn:
+    """Skip the test saying why a tool is missing (with the tool's last lines), or fail it under CI."""
+    output = getattr(exc, "stderr", None) or ""
+    last = [line for line in str(output).splitlines() if line.strip()][-3:]
+    message = f"{what}: {exc}" + "".join(f"\n  {line}" for line in last)
+    if os.environ.get("CI"):
+        pytest.fail(message + "\n-- CI is set, so this is an error", pytrace=False)
+    pytest.skip(message)

@@ -56,6 +56,13 @@ class Running(Stubs):
     address: str
 
 
+@dataclass
+class Remote(Stubs):
+    """Stubs for a service running in its own process (``serve_process``)."""
+
+    channel: grpc.aio.Channel
+
+
 async def create_task(
     svc: Stubs,
     template: tasks_pb2.TaskTemplate,

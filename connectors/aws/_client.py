@@ -130,6 +130,13 @@ class AwsClients:
     async def aclose(self) -> None:
         await self._clients.aclose()
 
+    def budget(self, timeout: float | None) -> float:
+        """Seconds one call may take: ``request_timeout``, within the caller's deadline less a margin."""
+        limit = self._request_timeout
+        if timeout is not None:
+            limit = min(limit, timeout - 0.5)
+        return max(limit, 0.1)
+
     def _base_session(self) -> Any:
         if self._session is None:
             from aiobotocore.session import get_session

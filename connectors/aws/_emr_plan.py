@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connector_service import InvalidRequestError, clip
-from connectors.aws._values import json_ints
+from connectors._literal_values import integral_numbers
 
 __all__ = ["FLYTE_TAGS", "JobPlan", "job_plan"]
 
@@ -134,7 +134,7 @@ def job_plan(custom: Mapping[str, Any], job_name: str, task_execution_metadata: 
         application, by_name = name, True
     else:
         raise InvalidRequestError(f"{WHO}: custom.application_id (or application_name) is required")
-    timeout = json_ints(custom.get("execution_timeout_minutes", 60))
+    timeout = integral_numbers(custom.get("execution_timeout_minutes", 60))
     if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
         raise InvalidRequestError(f"{WHO}: custom.execution_timeout_minutes must be a whole number of minutes >= 1")
     tags = _mapping(custom, "tags") or {}
@@ -142,15 +142,15 @@ def job_plan(custom: Mapping[str, Any], job_name: str, task_execution_metadata: 
         raise InvalidRequestError(f"{WHO}: custom.tags must map names to strings")
     params: dict[str, Any] = {
         "executionRoleArn": role,
-        "jobDriver": json_ints(_driver(custom, task_execution_metadata)),
+        "jobDriver": integral_numbers(_driver(custom, task_execution_metadata)),
         "executionTimeoutMinutes": timeout,
         "tags": {**FLYTE_TAGS, **tags},
         "name": job_name,
     }
     overrides = _overrides(custom)
     if overrides:
-        params["configurationOverrides"] = json_ints(overrides)
+        params["configurationOverrides"] = integral_numbers(overrides)
     retry = _mapping(custom, "retry_policy")
     if retry:
-        params["retryPolicy"] = json_ints(retry)
+        params["retryPolicy"] = integral_numbers(retry)
     return JobPlan(str(application), by_name, params)

@@ -25,12 +25,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import msgpack
 from flyteidl.core import literals_pb2
 
 from connector_service import InvalidRequestError, clip
+from connectors._literal_values import dict_literal as msgpack_dict
+from connectors._literal_values import integral_numbers
 
-__all__ = ["dict_literal", "format_config", "idempotence_token", "json_ints", "plain", "resolve_images"]
+__all__ = ["dict_literal", "format_config", "idempotence_token", "integral_numbers", "plain", "resolve_images"]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _TOKEN = "idempotence_token"
@@ -62,17 +63,6 @@ _TRITON_ACCOUNTS = {
     "me-south-1": "836785723513",
     "af-south-1": "774647643957",
 }
-
-
-def json_ints(value: Any) -> Any:
-    """Integral doubles back to ints, recursively (a Struct's ``1.0`` was the user's ``1``)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [json_ints(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_ints(v) for k, v in value.items()}
-    return value
 
 
 def resolve_images(images: Any, region: str, who: str) -> dict[str, str]:
@@ -148,7 +138,7 @@ def format_config(
     if not isinstance(config, dict):
         raise InvalidRequestError(f"{who}: custom.config must be an object (the call's parameters)")
     values = {"inputs": dict(inputs), "images": dict(images)}
-    formatted = json_ints(_format(config, values, None, service, "custom.config", who))
+    formatted = integral_numbers(_format(config, values, None, service, "custom.config", who))
     token = ""
     if _TOKEN in str(formatted):
         token = idempotence_token(formatted)
@@ -178,6 +168,5 @@ def plain(value: Any) -> Any:
 
 
 def dict_literal(value: Mapping[str, Any]) -> literals_pb2.Literal:
-    """A ``dict`` output as flytekit 1.16 writes it: msgpack in a Binary (ints stay ints)."""
-    packed = msgpack.packb(plain(value), use_bin_type=True)
-    return literals_pb2.Literal(scalar=literals_pb2.Scalar(binary=literals_pb2.Binary(value=packed, tag="msgpack")))
+    """A ``dict`` output as flytekit 1.16 writes it, of an answer made ``plain`` first."""
+    return msgpack_dict(plain(value))

@@ -93,12 +93,6 @@ class EmrServerlessConnector(AsyncConnectorBase):
     async def close(self) -> None:
         await self.clients.aclose()
 
-    def _timeout(self, timeout: float | None) -> float:
-        limit = self.settings.request_timeout
-        if timeout is not None:
-            limit = min(limit, timeout - 0.5)
-        return max(limit, 0.1)
-
     async def _call(self, target: ClientKey, operation: str, deadline: float, **params: Any) -> dict[str, Any]:
         return await self.clients.call(WHO, target, operation, params, deadline - time.monotonic())
 
@@ -113,7 +107,7 @@ class EmrServerlessConnector(AsyncConnectorBase):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> EmrServerlessMeta:
-        deadline = time.monotonic() + self._timeout(timeout)
+        deadline = time.monotonic() + self.clients.budget(timeout)
         custom = read_custom(task_template)
         key, team = team_of(self.settings, KEY, task_execution_metadata)
         region = region_of(self.settings, KEY, key, team, custom.get("region"), WHO, "custom.region")
@@ -233,7 +227,7 @@ class EmrServerlessConnector(AsyncConnectorBase):
         meta = resource_meta
         if meta.refused:
             return Resource(phase=Phase.FAILED, message=f"EMR Serverless refused the job run: {meta.refused}")
-        deadline = time.monotonic() + self._timeout(timeout)
+        deadline = time.monotonic() + self.clients.budget(timeout)
         target = self._target(meta)
         job_run_id = meta.job_run_id
         try:
@@ -274,7 +268,7 @@ class EmrServerlessConnector(AsyncConnectorBase):
         meta = resource_meta
         if meta.refused or not meta.application_id:
             return
-        deadline = time.monotonic() + self._timeout(timeout)
+        deadline = time.monotonic() + self.clients.budget(timeout)
         target = self._target(meta)
         try:
             job_run_id = meta.job_run_id or await self._find(target, meta, deadline, _ACTIVE_RUNS)

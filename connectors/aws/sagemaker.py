@@ -82,12 +82,6 @@ class SageMakerEndpointConnector(AsyncConnectorBase):
     async def close(self) -> None:
         await self.clients.aclose()
 
-    def _timeout(self, timeout: float | None) -> float:
-        limit = self.settings.request_timeout
-        if timeout is not None:
-            limit = min(limit, timeout - 0.5)
-        return max(limit, 0.1)
-
     async def create(
         self,
         task_template: tasks_pb2.TaskTemplate,
@@ -115,7 +109,7 @@ class SageMakerEndpointConnector(AsyncConnectorBase):
         meta = SageMakerEndpointMeta(endpoint_name=name, region=region, team=key)
         target = client_key(self.settings, team, SERVICE, region)
         try:
-            await self.clients.call(WHO, target, "create_endpoint", params, self._timeout(timeout))
+            await self.clients.call(WHO, target, "create_endpoint", params, self.clients.budget(timeout))
         except Refused as exc:
             if exc.code == "ValidationException" and _EXISTS in exc.message:
                 _log.info("SageMaker endpoint %s in %s exists already: following it", name, region)
@@ -145,7 +139,7 @@ class SageMakerEndpointConnector(AsyncConnectorBase):
         target = self._target(meta)
         params = {"EndpointName": meta.endpoint_name}
         try:
-            answer = await self.clients.call(WHO, target, "describe_endpoint", params, self._timeout(timeout))
+            answer = await self.clients.call(WHO, target, "describe_endpoint", params, self.clients.budget(timeout))
         except Refused as exc:
             if _MISSING in exc.message:
                 return Resource(
@@ -178,7 +172,7 @@ class SageMakerEndpointConnector(AsyncConnectorBase):
         target = self._target(meta)
         try:
             await self.clients.call(
-                WHO, target, "delete_endpoint", {"EndpointName": meta.endpoint_name}, self._timeout(timeout)
+                WHO, target, "delete_endpoint", {"EndpointName": meta.endpoint_name}, self.clients.budget(timeout)
             )
         except Refused as exc:
             if _MISSING in exc.message:

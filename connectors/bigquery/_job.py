@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connector_service import InvalidRequestError, clip
+from connectors._literal_values import integral_numbers
 
 __all__ = ["OWN_KEYS", "build_job", "destination_project"]
 
@@ -22,17 +23,6 @@ WHO = "bigquery"
 OWN_KEYS = frozenset({"ProjectID", "Location", "Domain", "secrets"})
 _JOB_KEYS = frozenset({"labels", "jobTimeoutMs"})
 _REFUSED = {"dryRun": "a dry run never produces results", "query": "the SQL comes from sql.statement"}
-
-
-def _ints(value: Any) -> Any:
-    """Struct numbers arrive as doubles: integral ones go back to integers (BigQuery takes int64 as text too)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    return value
 
 
 def build_job(
@@ -50,7 +40,7 @@ def build_job(
             continue
         if key in _REFUSED:
             raise InvalidRequestError(f"{WHO}: custom.{key} is not allowed: {_REFUSED[key]}")
-        (job_level if key in _JOB_KEYS else query)[key] = _ints(value)
+        (job_level if key in _JOB_KEYS else query)[key] = integral_numbers(value)
     labels = job_level.get("labels")
     if labels is not None and (not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values())):
         raise InvalidRequestError(f"{WHO}: custom.labels must map label names to strings")

@@ -24,6 +24,7 @@ from typing import Any
 from flyteidl.core import tasks_pb2
 
 from connector_service import InvalidRequestError, clip
+from connectors._literal_values import integral_numbers
 
 __all__ = ["build_submit_body", "is_flyte2", "template_conf"]
 
@@ -62,16 +63,6 @@ _TASK_KINDS = ("spark_jar_task", "spark_submit_task", "pipeline_task", "sql_task
 _PLACEHOLDER = re.compile(r"\{\{\s*\.\w+\s*\}\}")
 
 
-def _ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    return value
-
-
 def is_flyte2(custom: Mapping[str, Any]) -> bool:
     """flyteplugins-databricks (Flyte 2) always writes ``custom.secrets``; flytekit never does."""
     return "secrets" in custom
@@ -86,7 +77,7 @@ def template_conf(custom: Mapping[str, Any]) -> dict[str, Any]:
             "a Spark-on-Kubernetes task (task type spark) belongs to propeller's spark plugin: route it there "
             "with default-for-task-types"
         )
-    return _ints(copy.deepcopy(dict(conf)))  # type: ignore[no-any-return]
+    return integral_numbers(copy.deepcopy(dict(conf)))  # type: ignore[no-any-return]
 
 
 def _parameters(template: tasks_pb2.TaskTemplate) -> list[str]:
@@ -119,7 +110,7 @@ def _conf_text(value: Any) -> str:
     """A Spark conf or env value as text: ``true`` (Spark's spelling, not Python's ``True``), ``4`` not ``4.0``."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(_ints(value))
+    return str(integral_numbers(value))
 
 
 def _serverless(conf: dict[str, Any], key: Any, env: Mapping[str, str]) -> str:

@@ -11,12 +11,12 @@ instance, so a service nobody configured for Databricks reaches nothing.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connector_service import CommaList
+from connectors._http import endpoint_url
 from connectors._scoped import Scoped
 
 __all__ = ["DatabricksSettings", "Instance", "normalize_host"]
@@ -88,16 +88,7 @@ class Instance(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _check_endpoint(cls, value: str) -> str:
-        if not value:
-            return ""
-        try:
-            url = urllib.parse.urlsplit(value.strip())
-            url.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ValueError(f"{value!r} is not a URL") from None
-        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment or url.username:
-            raise ValueError(f"{value!r}: give http(s)://host[:port][/path], without credentials, query or fragment")
-        return urllib.parse.urlunsplit(url).rstrip("/")
+        return endpoint_url(value)
 
     @model_validator(mode="after")
     def _check_oauth(self) -> Instance:

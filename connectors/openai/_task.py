@@ -2,7 +2,7 @@
 
 A template's ``custom`` is a protobuf Struct, which stores every number as a double: the
 ``max_tokens=64`` a user wrote arrives as ``64.0``, which OpenAI refuses for integer
-parameters (flytekit's plugin sends it as is). ``json_ints`` turns integral doubles back into
+parameters (flytekit's plugin sends it as is). ``integral_numbers`` turns integral doubles back into
 integers before anything is sent.
 """
 
@@ -12,15 +12,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import msgpack
-from flyteidl.core import literals_pb2
-
 from connector_service import InvalidRequestError, clip
+from connectors._literal_values import dict_literal, integral_numbers
 from connectors._scoped import Scope, choose, lookup
 from connectors.openai._api import Credentials, credentials_for
 from connectors.openai.settings import OpenAISettings
 
-__all__ = ["KEY", "dict_literal", "json_ints", "organization_of", "team_credentials", "team_of"]
+__all__ = ["KEY", "dict_literal", "integral_numbers", "organization_of", "team_credentials", "team_of"]
 
 KEY = "openai"
 _ORGANIZATION = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -47,24 +45,3 @@ def team_credentials(settings: OpenAISettings, team: str, organization: str) -> 
     """The key of ``team`` (a key of ``plugins.openai.teams``) for ``organization``."""
     account = lookup(settings.teams, team, f"plugins.{KEY}.teams")
     return credentials_for(account, organization, team)
-
-
-def json_ints(value: Any) -> Any:
-    """Integral doubles back to ints, recursively (a Struct's ``64.0`` was the user's ``64``)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [json_ints(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_ints(v) for k, v in value.items()}
-    return value
-
-
-def dict_literal(value: Mapping[str, Any]) -> literals_pb2.Literal:
-    """A ``Dict`` output as flytekit 1.16 writes it (msgpack in a Binary): ints stay ints.
-
-    Byte-for-byte what ``TypeEngine.to_literal(ctx, value, Dict, ...)`` makes (a test checks it
-    against the fixture flytekit wrote), so downstream tasks read it as flytekit's own output.
-    """
-    packed = msgpack.packb(value, use_bin_type=True)
-    return literals_pb2.Literal(scalar=literals_pb2.Scalar(binary=literals_pb2.Binary(value=packed, tag="msgpack")))

@@ -37,7 +37,7 @@ from connector_service import (
 )
 from connectors._scoped import execution_token, scope_of
 from connectors.openai._api import ApiError, Credentials, OpenAIApi
-from connectors.openai._task import KEY, dict_literal, json_ints, organization_of, team_credentials, team_of
+from connectors.openai._task import KEY, dict_literal, integral_numbers, organization_of, team_credentials, team_of
 from connectors.openai.settings import OpenAISettings
 from connectors.openai.states import batch_message, phase_of
 
@@ -182,7 +182,7 @@ def _batch_body(custom: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any
         raise InvalidRequestError(f"{WHO}: custom.config must be an object, got {type(config).__name__}")
     if "input_file_id" in config:
         raise InvalidRequestError(f"{WHO}: custom.config.input_file_id is not allowed: it comes from the task's input")
-    body: dict[str, Any] = json_ints(config)
+    body: dict[str, Any] = integral_numbers(config)
     body.setdefault("completion_window", "24h")
     body.setdefault("endpoint", "/v1/chat/completions")
     metadata = body.get("metadata")

@@ -31,7 +31,7 @@ from connector_service import (
 )
 from connectors._scoped import scope_of
 from connectors.openai._api import ApiError, NoAnswerInTime, OpenAIApi
-from connectors.openai._task import KEY, json_ints, organization_of, team_credentials, team_of
+from connectors.openai._task import KEY, integral_numbers, organization_of, team_credentials, team_of
 from connectors.openai.settings import OpenAISettings
 
 __all__ = ["ChatGPTConnector"]
@@ -134,7 +134,7 @@ def _chat_body(custom: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]
     message = inputs.get("message")
     if not isinstance(message, str):
         raise InvalidRequestError(f"{WHO}: the input message (a str) is missing")
-    body: dict[str, Any] = json_ints(config)
+    body: dict[str, Any] = integral_numbers(config)
     earlier = body.get("messages") or []
     if not isinstance(earlier, list):
         raise InvalidRequestError(f"{WHO}: custom.chatgpt_config.messages must be a list")

@@ -30,9 +30,10 @@ from google.protobuf import struct_pb2
 from connector_service import ConnectorRegistry, RegistryError, TaskCategory
 from connector_service._envelope import open_meta
 from tests.connectors.aws_moto import ACCOUNT, CREDENTIALS, REGION, Moto
-from tests.connectors.test_openai import Outage, Remote
+from tests.emulator import Outage
 from tests.utils import (
     FIXTURES,
+    Remote,
     Running,
     Stubs,
     create_task,

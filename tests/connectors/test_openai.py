@@ -21,7 +21,6 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,10 @@ from connector_service._literals import python_to_literal_map, variable_types
 from connectors.openai._api import redact
 from connectors.openai._task import dict_literal
 from tests import npm_tool
-from tests.emulator import Emulator, free_port, http_ready
+from tests.emulator import Emulator, Outage, free_port, http_ready
 from tests.utils import (
     FIXTURES,
+    Remote,
     Running,
     Stubs,
     create_task,
@@ -141,13 +141,6 @@ async def chaos(url: str, test_id: str, **rates: float) -> None:
     response.raise_for_status()
 
 
-@dataclass
-class Remote(Stubs):
-    """Stubs for a service running in its own process."""
-
-    channel: grpc.aio.Channel
-
-
 async def poll(
     svc: Stubs, meta: bytes, until: Callable[[agent_pb2.Resource], bool] = lambda r: r.phase in TERMINAL
 ) -> agent_pb2.Resource:
@@ -178,49 +171,6 @@ async def chat(svc: Stubs, message: str, timeout: float = 10, tmpl: str = "chatg
     responses = [r async for r in svc.sync_stub.ExecuteTaskSync(iter(sync_requests(task, inputs)), timeout=timeout)]
     assert len(responses) == 1
     return responses[0].header.resource
-
-
-class Outage:
-    """A TCP relay in front of the emulator that can go away (connections refused) and come back."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_server(self._link, "127.0.0.1", self.port, reuse_address=True)
-
-    async def down(self) -> None:
-        """Stop listening and cut every open connection, as a crashed server or a lost route does."""
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers |= {writer, up_writer}
-        try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
-        finally:
-            self._writers -= {writer, up_writer}
-            writer.close()
-            up_writer.close()
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-        dst.close()
 
 
 # --------------------------------------------------------------------------- openai-batch

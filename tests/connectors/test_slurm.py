@@ -36,7 +36,7 @@ from connectors.slurm.states import KNOWN_STATES, job_status, phase_of
 from tests.connectors.flytekit_venv import BUILD_TIMEOUT as FLYTEKIT_BUILD_TIMEOUT
 from tests.connectors.flytekit_venv import TOOL, flytekit_venv, require_venv  # noqa: F401
 from tests.connectors.slurm_cluster import CAPTURED, SlurmCluster, SSHServer, slurm_cluster, sshd  # noqa: F401
-from tests.utils import FIXTURES, Running, Stubs, create_task, delete_task, get_task, run_service, serve_process
+from tests.utils import FIXTURES, Remote, Running, Stubs, create_task, delete_task, get_task, run_service, serve_process
 
 TOOLS = (TOOL,)
 """Built before the tests run (``tests/conftest.py``)."""
@@ -438,13 +438,6 @@ async def test_function_task_runs_pyflyte_execute_for_real(
     assert done.phase == Phase.SUCCEEDED, done.message
     outputs = literals_pb2.LiteralMap.FromString((tmp_path / "out" / "outputs.pb").read_bytes())
     assert outputs.literals["o0"].scalar.primitive.integer == 42
-
-
-@dataclass
-class Remote(Stubs):
-    """Stubs for a service running in its own process."""
-
-    channel: grpc.aio.Channel
 
 
 @pytest.mark.timeout(300)  # ~15 s on 2 idle cores; a loaded machine is slower, not wrong

@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from connectors.snowflake._client import SnowflakeClient
 from tests import tool_venv
 from tests.connectors.snowflake_emulator import TOOL, fakesnow, make_emulator, private_key_pem  # noqa: F401
 from tests.emulator import Emulator
-from tests.utils import ENV, FIXTURES, Running, Stubs, delete_task, get_task, run_service, serve_process
+from tests.utils import ENV, FIXTURES, Remote, Running, Stubs, delete_task, get_task, run_service, serve_process
 
 TOOLS = (TOOL,)
 """Built before the tests run (``tests/conftest.py``)."""
@@ -383,11 +382,6 @@ async def test_emulator_down_is_unavailable_then_the_service_resumes(
             assert "no record" in resource.message
             after = await finish(svc, await create(svc, template("flytekit_query"), inputs("flytekit_query")))
             assert after.phase == Phase.SUCCEEDED, after.message
-
-
-@dataclass
-class Remote(Stubs):
-    channel: grpc.aio.Channel
 
 
 async def test_concurrent_tasks_on_the_default_loop_share_one_session(

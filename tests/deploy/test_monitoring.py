@@ -34,7 +34,7 @@ from flyteidl.admin import agent_pb2
 from connector_service.testing import task_template
 from tests.connectors.slurm_cluster import require
 from tests.deploy.test_deploy import DEPLOY, _only, _render
-from tests.utils import SAMPLES, create_task, free_port, serve_process
+from tests.utils import SAMPLES, Remote, create_task, free_port, serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
@@ -322,11 +322,8 @@ def prometheus_binary() -> str:
 
 async def _load(address: str, rounds: int) -> None:
     """Calls of every kind the dashboard shows, over both protocol generations."""
-    from tests.utils import Stubs
-
     async with grpc.aio.insecure_channel(address) as channel:
-        stubs = Stubs()
-        stubs.channel = channel
+        stubs = Remote(channel)
         job = task_template("job")
         slow = task_template("slow", version=1, custom={"seconds": 1.0})
         sensor = task_template(
